@@ -1,0 +1,442 @@
+"""Machine-local activities: run on the worker agent of the leased machine.
+
+Each run has a folder on the machine, `runs/<N>/`, whose `ws/` is bound into the
+container at /conjure. Code lands in `ws/<repo>/`, the command runs in the user's
+directory inside it, and what the command writes there is saved to `runs/<N>/`
+in the store afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+import docker
+import docker.errors
+import requests
+from docker.types import Mount
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from infra.base_image import ensure_base_image
+from infra.config import Settings
+from infra.logs import LogWriter, RateLimiter
+from infra.providers.local import MACHINE_LABEL
+from infra.store import Store, StoreError
+from workflows.models import (
+    Bind,
+    CleanupInput,
+    EnvInput,
+    EnvResult,
+    ExecuteInput,
+    ExecuteResult,
+    MachineInfo,
+    MountInput,
+    MountResult,
+    PrepareInput,
+    PrepareResult,
+    SaveInput,
+    SaveResult,
+)
+
+CONTAINER_ROOT = "/conjure"
+RUN_LABEL = "org.conjure.run"
+IMAGE_LABEL = "org.conjure.env"
+
+
+def _user_error(message: str, kind: str) -> ApplicationError:
+    return ApplicationError(message, type=kind, non_retryable=True)
+
+
+def parse_docker_ts(ts: str) -> int:
+    """RFC 3339 with up to nanoseconds (as `docker logs --timestamps` prints) to ns."""
+    main, _, frac = ts.rstrip("Z").partition(".")
+    secs = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return int(secs) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
+
+
+class MachineActivities:
+    def __init__(
+        self,
+        settings: Settings,
+        machine_id: str,
+        store: Store,
+        docker_client: docker.DockerClient,
+        machine_dir: Path,
+    ) -> None:
+        self.settings = settings
+        self.machine_id = machine_id
+        self.store = store
+        self.docker = docker_client
+        self.dir = machine_dir
+        self.host_cpus = os.cpu_count() or 1
+        self.host_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+    # --- paths ----------------------------------------------------------------------
+
+    def run_dir(self, run_id: int) -> Path:
+        return self.dir / "runs" / str(run_id)
+
+    def workspace(self, run_id: int) -> Path:
+        return self.run_dir(run_id) / "ws"
+
+    def host_path(self, run_id: int, container_path: str) -> Path:
+        """The host path of a container path below /conjure."""
+        rel = PurePosixPath(container_path).relative_to(CONTAINER_ROOT)
+        return self.workspace(run_id) / rel
+
+    def container_name(self, run_id: int) -> str:
+        return f"conjure-{self.machine_id}-run-{run_id}"
+
+    # --- readiness ------------------------------------------------------------------
+
+    @activity.defn(name="machine_ready")
+    def machine_ready(self, machine_id: str) -> MachineInfo:
+        if machine_id != self.machine_id:
+            raise _user_error(f"this agent is {self.machine_id}, not {machine_id}", "WrongMachine")
+        self.docker.ping()
+        images = [
+            tag
+            for img in self.docker.images.list(filters={"label": IMAGE_LABEL})
+            for tag in img.tags
+        ]
+        return MachineInfo(machine_id=self.machine_id, ready=True, images=images)
+
+    # --- Building -------------------------------------------------------------------
+
+    @activity.defn(name="prepare_workspace")
+    def prepare_workspace(self, inp: PrepareInput) -> PrepareResult:
+        ws = self.workspace(inp.run_id)
+        if ws.exists():
+            shutil.rmtree(ws)  # a retried attempt starts clean
+        ws.mkdir(parents=True)
+        code = inp.code
+        repo_root = ws / code.repo_name if code.repo_name else ws
+        repo_root.mkdir(parents=True, exist_ok=True)
+        if code.archive_key:
+            archive = self._cached_code(code.archive_key)
+            with tarfile.open(archive) as tar:
+                tar.extractall(repo_root, filter="data")
+        if code.patch_key:
+            patch = self._cached_code(code.patch_key)
+            proc = subprocess.run(
+                ["git", "apply", "--whitespace=nowarn", str(patch)],
+                cwd=repo_root,
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode != 0:
+                raise _user_error(
+                    f"the uncommitted changes do not apply: {proc.stderr.strip()}", "BadPatch"
+                )
+        rel = PurePosixPath(code.relative_cwd.strip("/")) if code.relative_cwd.strip("/") else None
+        if rel is not None and (rel.is_absolute() or ".." in rel.parts):
+            raise _user_error(f"bad working directory {code.relative_cwd!r}", "BadWorkdir")
+        parts = [CONTAINER_ROOT] + ([code.repo_name] if code.repo_name else []) + (
+            [str(rel)] if rel else []
+        )
+        workdir = str(PurePosixPath(*parts))
+        host_workdir = self.host_path(inp.run_id, workdir)
+        host_workdir.mkdir(parents=True, exist_ok=True)
+        manifest = {k: list(v) for k, v in _snapshot(host_workdir).items()}
+        (self.run_dir(inp.run_id) / "manifest.json").write_text(json.dumps(manifest))
+        return PrepareResult(workspace=str(ws), workdir=workdir)
+
+    def _cached_code(self, key: str) -> Path:
+        """Code objects are content-addressed: download each once per machine."""
+        path = self.dir / "cache" / "code" / PurePosixPath(key).name
+        if not path.exists():
+            try:
+                self.store.get_file(key, path)
+            except (StoreError, FileNotFoundError) as e:
+                raise _user_error(f"code object {key} is missing from the store: {e}", "NoCode")
+        return path
+
+    @activity.defn(name="ensure_environment")
+    def ensure_environment(self, inp: EnvInput) -> EnvResult:
+        writer = LogWriter(self.store, inp.run_id, "build")
+        try:
+            try:
+                self.docker.images.get(inp.base_image)
+                cached = True
+            except docker.errors.ImageNotFound:
+                cached = False
+                writer.note(f"[conjure] building the base image {inp.base_image}")
+            try:
+                ensure_base_image(
+                    self.docker,
+                    inp.base_image,
+                    pull=self.settings.base_image_pull,
+                    mirror=self.settings.debian_mirror,
+                    ca_bundle=self.settings.ca_bundle_path,
+                    cache_dir=self.settings.home / "cache",
+                    log=lambda line: (writer.note(line), activity.heartbeat()),
+                )
+            except Exception as e:
+                raise _user_error(f"building the base image failed: {e}", "BuildFailed")
+            return EnvResult(image=inp.base_image, cached=cached)
+        finally:
+            writer.close()
+
+    # --- Mounting -------------------------------------------------------------------
+
+    @activity.defn(name="mount_resources")
+    def mount_resources(self, inp: MountInput) -> MountResult:
+        binds: list[Bind] = []
+        cached: list[bool] = []
+        for m in inp.mounts:
+            entries = list(self.store.walk(m.source))
+            if not entries:
+                raise _user_error(f"mount source {m.source} does not exist", "NoSuchResource")
+            fingerprint = hashlib.sha256(
+                json.dumps([m.source, [(e.key, e.size) for e in entries]]).encode()
+            ).hexdigest()[:32]
+            root = self.dir / "cache" / "mounts" / fingerprint
+            done = root / ".complete"
+            single_file = len(entries) == 1 and entries[0].key == m.source.rstrip("/")
+            data = root / "data"
+            hit = done.exists()
+            if not hit:
+                shutil.rmtree(root, ignore_errors=True)
+                root.mkdir(parents=True)
+                self.store.get_tree(m.source, data)
+                done.write_text(m.source)
+            binds.append(Bind(host=str(data), container=m.dest, read_only=True))
+            cached.append(hit)
+            if single_file:
+                assert data.is_file()
+        return MountResult(binds=binds, cached=cached)
+
+    # --- Running --------------------------------------------------------------------
+
+    @activity.defn(name="execute")
+    def execute(self, inp: ExecuteInput) -> ExecuteResult:
+        result_file = self.run_dir(inp.run_id) / "exec-result.json"
+        if result_file.exists():  # finished before a crash lost the activity's result
+            return ExecuteResult.model_validate_json(result_file.read_text())
+        details = activity.info().heartbeat_details
+        since: dict[str, int] = dict(details[0]) if details else {}
+        container = self._container(inp)
+        writer = LogWriter(
+            self.store,
+            inp.run_id,
+            "run",
+            RateLimiter(inp.log_lines_per_window, inp.log_window_seconds),
+        )
+        followers = [
+            threading.Thread(
+                target=self._follow, args=(container.id, s, since.get(s, 0), writer), daemon=True
+            )
+            for s in ("o", "e")
+        ]
+        for t in followers:
+            t.start()
+        try:
+            while True:
+                try:
+                    status = container.wait(timeout=1)
+                    break
+                except (requests.exceptions.RequestException, ConnectionError):
+                    pass
+                activity.heartbeat({**since, **writer.last_flushed})
+                if activity.is_worker_shutdown():
+                    # The agent is restarting: leave the container running; the retried
+                    # attempt (on this agent's successor) picks it up again.
+                    raise ApplicationError("agent shutting down", type="AgentShutdown")
+                if activity.is_cancelled():
+                    container.kill()
+                    raise CancelledError("the run was cancelled")
+            for t in followers:
+                t.join(timeout=30)
+        finally:
+            writer.close()
+        container.reload()
+        state = container.attrs.get("State", {})
+        result = ExecuteResult(
+            exit_code=int(status.get("StatusCode", state.get("ExitCode", -1))),
+            oom_killed=bool(state.get("OOMKilled")),
+            log_lines=writer.lines,
+            dropped_lines=writer.limiter.dropped_total if writer.limiter else 0,
+        )
+        result_file.write_text(result.model_dump_json())
+        container.remove(force=True)
+        return result
+
+    def _container(self, inp: ExecuteInput):  # type: ignore[no-untyped-def]
+        name = self.container_name(inp.run_id)
+        try:
+            return self.docker.containers.get(name)
+        except docker.errors.NotFound:
+            pass
+        mounts = [Mount(CONTAINER_ROOT, inp.workspace, type="bind")] + [
+            Mount(b.container, b.host, type="bind", read_only=b.read_only) for b in inp.binds
+        ]
+        env = {
+            "CONJURE_RUN_ID": str(inp.run_id),
+            "CONJURE_MACHINE_ID": self.machine_id,
+            "PYTHONUNBUFFERED": "1",
+            **inp.env,
+        }
+        kwargs: dict[str, object] = {}
+        if inp.cpus:
+            kwargs["nano_cpus"] = int(min(inp.cpus, self.host_cpus) * 1e9)
+        if inp.memory_gb:
+            kwargs["mem_limit"] = int(min(inp.memory_gb * 2**30, self.host_memory))
+        try:
+            c = self.docker.containers.create(
+                inp.image,
+                ["sh", "-c", inp.command],
+                name=name,
+                working_dir=inp.workdir,
+                mounts=mounts,
+                environment=env,
+                network_mode="host",
+                labels={MACHINE_LABEL: self.machine_id, RUN_LABEL: str(inp.run_id)},
+                detach=True,
+                **kwargs,
+            )
+        except docker.errors.Conflict:  # a concurrent attempt created it first
+            return self.docker.containers.get(name)
+        except docker.errors.ImageNotFound:
+            raise _user_error(f"image {inp.image} is not on this machine", "NoImage")
+        c.start()
+        return c
+
+    def _follow(self, container_id: str, stream: str, since_ns: int, writer: LogWriter) -> None:
+        kwargs: dict[str, object] = {}
+        if since_ns:
+            kwargs["since"] = since_ns / 1e9 - 0.001
+        out = self.docker.api.logs(
+            container_id,
+            stdout=stream == "o",
+            stderr=stream == "e",
+            stream=True,
+            follow=True,
+            timestamps=True,
+            **kwargs,
+        )
+        pending = b""
+        for chunk in out:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                self._emit(raw, stream, since_ns, writer)
+        if pending:
+            self._emit(pending, stream, since_ns, writer)
+
+    @staticmethod
+    def _emit(raw: bytes, stream: str, since_ns: int, writer: LogWriter) -> None:
+        ts, _, text = raw.decode(errors="replace").partition(" ")
+        try:
+            t = parse_docker_ts(ts)
+        except ValueError:
+            t, text = time.time_ns(), raw.decode(errors="replace")
+        if t <= since_ns:
+            return  # already stored by an earlier attempt
+        writer.add(stream, text.rstrip("\r"), t)
+
+    @activity.defn(name="signal_container")
+    def signal_container(self, req: dict) -> None:
+        name = self.container_name(int(req["run_id"]))
+        try:
+            c = self.docker.containers.get(name)
+        except docker.errors.NotFound:
+            return  # already gone: a repeated signal is harmless
+        try:
+            if req["kind"] == "kill":
+                c.kill()
+            else:
+                c.stop(timeout=int(req.get("grace", 30)))
+        except docker.errors.APIError:
+            pass  # it exited meanwhile
+
+    # --- Saving ---------------------------------------------------------------------
+
+    @activity.defn(name="save_outputs")
+    def save_outputs(self, inp: SaveInput) -> SaveResult:
+        host_workdir = self.host_path(inp.run_id, inp.workdir)
+        manifest_file = self.run_dir(inp.run_id) / "manifest.json"
+        before = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
+        excluded = []
+        for dest in inp.exclude:
+            p = PurePosixPath(dest)
+            if not p.is_absolute():
+                p = PurePosixPath(inp.workdir) / p
+            try:
+                excluded.append(str(p.relative_to(inp.workdir)))
+            except ValueError:
+                continue
+        changed = [
+            rel
+            for rel, sig in _snapshot(host_workdir).items()
+            if before.get(rel) != list(sig)
+            and not any(rel == e or rel.startswith(e + "/") for e in excluded)
+        ]
+        total = 0
+
+        def upload(rel: str) -> int:
+            path = host_workdir / rel
+            self.store.put_file(path, f"runs/{inp.run_id}/{rel}")
+            return path.stat().st_size
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for size in pool.map(upload, changed):
+                total += size
+                activity.heartbeat()
+        return SaveResult(files=len(changed), bytes=total)
+
+    @activity.defn(name="cleanup_workspace")
+    def cleanup_workspace(self, inp: CleanupInput) -> None:
+        try:
+            self.docker.containers.get(self.container_name(inp.run_id)).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        shutil.rmtree(self.run_dir(inp.run_id), ignore_errors=True)
+
+    def all(self) -> list:
+        return [
+            self.machine_ready,
+            self.prepare_workspace,
+            self.ensure_environment,
+            self.mount_resources,
+            self.execute,
+            self.signal_container,
+            self.save_outputs,
+            self.cleanup_workspace,
+        ]
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Regular files below root: relative path -> (size, mtime_ns).
+
+    Symlinks are not followed: one that points at a file inside the workspace is
+    taken as that file, anything else (outside, to a folder, dangling) is skipped.
+    """
+    out: dict[str, tuple[int, int]] = {}
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = Path(dirpath) / name
+            try:
+                if path.is_symlink():
+                    target = path.resolve(strict=True)
+                    if not target.is_relative_to(real_root) or not target.is_file():
+                        continue
+                    st = target.stat()
+                else:
+                    st = path.lstat()
+                    if not path.is_file():
+                        continue
+            except (OSError, RuntimeError):
+                continue
+            out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out

@@ -1,0 +1,437 @@
+"""Conjure's Python API. The `conjure` command is a thin shell over it.
+
+    from cli.api import Conjure
+    c = Conjure()
+    run = c.run("python train.py", machine_type="cpu", mounts=["runs/12/out:/mnt/data"])
+    print(run.id, run.wait().state)
+
+`AsyncConjure` is the same API for asyncio code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from cli.code import package_code
+from cli.mounts import parse_mount
+from infra import stack
+from infra.catalog import UnknownMachineType, load_catalog, lookup
+from infra.config import Settings, get_settings
+from infra.errors import ConjureError, UsageError
+from infra.logs import LogLine, LogReader
+from infra.store import Entry, Store, StoreError, open_store
+from infra.temporal import ServerUnreachable, make_client
+from workflows import keys
+from workflows.counter import CounterWorkflow
+from workflows.models import (
+    AllocateInput,
+    CounterState,
+    MachineType,
+    PoolConfig,
+    PoolInput,
+    PoolView,
+    RunInput,
+    RunOptions,
+    RunSpec,
+    RunState,
+    RunStatus,
+)
+from workflows.pool import PoolWorkflow
+from workflows.run import RunWorkflow
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    state: str
+    machine_type: str
+    command: str
+    created: datetime | None
+    ended: datetime | None
+
+    @property
+    def duration(self) -> float | None:
+        if self.created is None or self.ended is None:
+            return None
+        return (self.ended - self.created).total_seconds()
+
+
+def check_docker(settings: Settings) -> None:
+    """The local provider needs a Docker engine on this host."""
+    if settings.provider != "local":
+        return
+    import docker
+
+    try:
+        client = (
+            docker.DockerClient(base_url=settings.docker_host)
+            if settings.docker_host
+            else docker.from_env()
+        )
+        client.ping()
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConjureError(
+            f"the Docker engine is not reachable ({first[:160]}); start it "
+            "(./install.sh does) or set DOCKER_HOST"
+        ) from None
+
+
+class AsyncRun:
+    """A handle on one run."""
+
+    def __init__(self, conjure: AsyncConjure, run_id: int) -> None:
+        self._c = conjure
+        self.id = run_id
+
+    @property
+    def workflow_id(self) -> str:
+        return keys.run_workflow_id(self.id)
+
+    async def _handle(self) -> WorkflowHandle[Any, Any]:
+        return (await self._c.client()).get_workflow_handle(self.workflow_id)
+
+    async def status(self) -> RunStatus:
+        handle = await self._handle()
+        try:
+            return await handle.query(RunWorkflow.status)
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                raise ConjureError(f"run {self.id} does not exist") from None
+            raise
+
+    async def wait(self, poll: float = 0.5) -> RunStatus:
+        handle = await self._handle()
+        try:
+            return await handle.result()
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                raise ConjureError(f"run {self.id} does not exist") from None
+            raise
+
+    async def stop(self) -> RunStatus:
+        return await self._signal("stop")
+
+    async def kill(self) -> RunStatus:
+        return await self._signal("kill")
+
+    async def _signal(self, name: str) -> RunStatus:
+        st = await self.status()
+        if st.state.final:
+            raise ConjureError(f"run {self.id} is already {st.state.value}")
+        await (await self._handle()).signal(name)
+        return st
+
+    async def logs(self, follow: bool = False, poll: float = 0.2) -> AsyncIterator[LogLine]:
+        await self.status()  # unknown run: a clear error
+        reader = LogReader(self._c.store, self.id)
+        while True:
+            for line in reader.poll():
+                yield line
+            if not follow:
+                return
+            st = await self.status()
+            if st.state.final:
+                for line in reader.poll():
+                    yield line
+                return
+            await asyncio.sleep(poll)
+
+    def outputs(self) -> list[Entry]:
+        try:
+            return list(self._c.store.walk(f"runs/{self.id}"))
+        except StoreError:
+            return []
+
+
+class AsyncConjure:
+    def __init__(self, settings: Settings | None = None, *, autostart: bool = True) -> None:
+        self.settings = settings or get_settings()
+        self.autostart = autostart
+        self._client: Client | None = None
+        self._store: Store | None = None
+        self._catalog: dict[str, MachineType] | None = None
+        self.started_stack: stack.UpReport | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            try:
+                self._store = open_store(self.settings.store)
+            except StoreError as e:
+                raise ConjureError(str(e)) from None
+        return self._store
+
+    @property
+    def catalog(self) -> dict[str, MachineType]:
+        if self._catalog is None:
+            self._catalog = load_catalog(self.settings.home / "config.toml")
+        return self._catalog
+
+    async def client(self) -> Client:
+        if self._client is None:
+            if self.autostart and self.settings.embedded:
+                self.started_stack = await stack.ensure_up(self.settings)
+            try:
+                self._client = await make_client(self.settings)
+            except ServerUnreachable as e:
+                hint = " (start it with `conjure up`)" if self.settings.embedded else ""
+                raise ConjureError(f"{e}{hint}") from None
+        return self._client
+
+    def machine_type(self, name: str | None) -> MachineType:
+        try:
+            return lookup(name or self.settings.default_machine_type, self.catalog)
+        except UnknownMachineType as e:
+            raise UsageError(str(e)) from None
+
+    async def ensure_pool(self) -> None:
+        client = await self.client()
+        s = self.settings
+        await client.start_workflow(
+            PoolWorkflow.run,
+            PoolInput(
+                config=PoolConfig(
+                    provider=s.provider,
+                    idle_timeout_seconds=s.idle_timeout_seconds,
+                    max_concurrent_runs=s.max_concurrent_runs,
+                    machine_ready_timeout_seconds=s.machine_ready_timeout_seconds,
+                )
+            ),
+            id=keys.POOL_WORKFLOW_ID,
+            task_queue=s.control_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+
+    async def allocate_run_id(self, request_id: str) -> int:
+        client = await self.client()
+        start = WithStartWorkflowOperation(
+            CounterWorkflow.run,
+            CounterState(),
+            id=keys.COUNTER_WORKFLOW_ID,
+            task_queue=self.settings.control_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        result = await client.execute_update_with_start_workflow(
+            CounterWorkflow.allocate,
+            AllocateInput(request_id=request_id),
+            start_workflow_operation=start,
+        )
+        return result.run_id
+
+    async def run(
+        self,
+        command: str,
+        *,
+        machine_type: str | None = None,
+        mounts: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        request_id: str | None = None,
+        warn: Any = None,
+    ) -> AsyncRun:
+        """Validate, package the code, allocate an ID and start the run workflow."""
+        if not command or not command.strip():
+            raise UsageError("the command is empty")
+        mtype = self.machine_type(machine_type)
+        env = dict(env or {})
+        for name in env:
+            if not name or not (name[0].isalpha() or name[0] == "_") or not all(
+                ch.isalnum() or ch == "_" for ch in name
+            ):
+                raise UsageError(f"--env: {name!r} is not a valid variable name")
+        if self.settings.provider == "local":
+            check_docker(self.settings)
+        await self.client()  # unreachable server: fail before uploading anything
+        packaged = package_code(
+            self.store, cwd or Path.cwd(), include_uncommitted=self.settings.include_uncommitted
+        )
+        for w in packaged.warnings:
+            if warn:
+                warn(w)
+        code = packaged.code
+        workdir = "/conjure" + (f"/{code.repo_name}" if code.repo_name else "") + (
+            f"/{code.relative_cwd}" if code.relative_cwd else ""
+        )
+        mount_specs = [parse_mount(m, workdir) for m in mounts]
+        for m in mount_specs:
+            try:
+                found = next(iter(self.store.walk(m.source)), None)
+            except StoreError:
+                found = None
+            if found is None:
+                raise UsageError(f"--mount: {m.source} does not exist")
+        dests = [m.dest for m in mount_specs]
+        if len(set(dests)) != len(dests):
+            raise UsageError("--mount: two mounts have the same destination")
+
+        spec = RunSpec(
+            command=command,
+            machine_type=mtype,
+            code=code,
+            mounts=mount_specs,
+            env=env,
+            request_id=request_id or uuid.uuid4().hex,
+        )
+        options = RunOptions(
+            base_image=self.settings.base_image,
+            log_lines_per_window=self.settings.log_lines_per_window,
+            log_window_seconds=self.settings.log_window_seconds,
+            stop_grace_seconds=self.settings.stop_grace_seconds,
+        )
+        return await self.submit(spec, options)
+
+    async def submit(self, spec: RunSpec, options: RunOptions | None = None) -> AsyncRun:
+        client = await self.client()
+        await self.ensure_pool()
+        run_id = await self.allocate_run_id(spec.request_id)
+        try:
+            await client.start_workflow(
+                RunWorkflow.run,
+                RunInput(run_id=run_id, spec=spec, options=options or RunOptions()),
+                id=keys.run_workflow_id(run_id),
+                task_queue=self.settings.control_task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(keys.RUN_ID, run_id),
+                        SearchAttributePair(keys.STATE, RunState.REQUESTED.value),
+                        SearchAttributePair(keys.MACHINE_TYPE, spec.machine_type.name),
+                        SearchAttributePair(keys.COMMAND, spec.command[:2000]),
+                    ]
+                ),
+            )
+        except RPCError as e:
+            if e.status != RPCStatusCode.ALREADY_EXISTS:
+                raise
+            # A retried submission whose run already finished: same run, not a second one.
+        return AsyncRun(self, run_id)
+
+    async def get(self, run_id: int) -> AsyncRun:
+        run = AsyncRun(self, run_id)
+        await run.status()
+        return run
+
+    async def list_runs(self, limit: int = 50, state: str | None = None) -> list[RunSummary]:
+        client = await self.client()
+        query = "WorkflowType='RunWorkflow'"
+        if state:
+            query += f" AND ConjureState='{state}'"
+        out = []
+        async for wf in client.list_workflows(query, limit=limit):
+            sa = wf.typed_search_attributes
+            run_id = sa.get(keys.RUN_ID)
+            if run_id is None:
+                continue
+            ended = wf.close_time if wf.status != WorkflowExecutionStatus.RUNNING else None
+            out.append(
+                RunSummary(
+                    run_id=run_id,
+                    state=sa.get(keys.STATE) or "?",
+                    machine_type=sa.get(keys.MACHINE_TYPE) or "?",
+                    command=sa.get(keys.COMMAND) or "",
+                    created=wf.start_time,
+                    ended=ended,
+                )
+            )
+        out.sort(key=lambda r: r.run_id, reverse=True)
+        return out[:limit]
+
+    async def pool(self) -> PoolView:
+        client = await self.client()
+        await self.ensure_pool()
+        return await client.get_workflow_handle(keys.POOL_WORKFLOW_ID).query(PoolWorkflow.view)
+
+    # --- resources ------------------------------------------------------------------
+
+    def ls(self, path: str = "") -> list[Entry]:
+        try:
+            return self.store.ls(path.strip("/")) if path.strip("/") else self.store.ls("")
+        except StoreError as e:
+            raise ConjureError(str(e)) from None
+
+    def cp(self, resource: str, dest: Path) -> int:
+        src = resource.strip("/")
+        entries = list(self.store.walk(src))
+        if not entries:
+            raise ConjureError(f"{resource} does not exist")
+        single = len(entries) == 1 and entries[0].key == src
+        if single and dest.is_dir():
+            dest = dest / Path(src).name
+        return self.store.get_tree(src, dest)
+
+
+class Run:
+    """Synchronous handle on one run (see AsyncRun)."""
+
+    def __init__(self, conjure: Conjure, inner: AsyncRun) -> None:
+        self._c = conjure
+        self._inner = inner
+        self.id = inner.id
+
+    def status(self) -> RunStatus:
+        return self._c._sync(self._inner.status())
+
+    def wait(self) -> RunStatus:
+        return self._c._sync(self._inner.wait())
+
+    def stop(self) -> RunStatus:
+        return self._c._sync(self._inner.stop())
+
+    def kill(self) -> RunStatus:
+        return self._c._sync(self._inner.kill())
+
+    def outputs(self) -> list[Entry]:
+        return self._inner.outputs()
+
+    def logs(self, follow: bool = False) -> Iterator[LogLine]:
+        agen = self._inner.logs(follow=follow)
+        while True:
+            try:
+                yield self._c._sync(agen.__anext__())
+            except StopAsyncIteration:
+                return
+
+
+class Conjure:
+    """Synchronous API: `Conjure().run("python train.py").wait()`."""
+
+    def __init__(self, settings: Settings | None = None, *, autostart: bool = True) -> None:
+        self._loop = asyncio.new_event_loop()
+        self.aio = AsyncConjure(settings, autostart=autostart)
+
+    def _sync(self, coro):  # type: ignore[no-untyped-def]
+        return self._loop.run_until_complete(coro)
+
+    def run(self, command: str, **kwargs: Any) -> Run:
+        return Run(self, self._sync(self.aio.run(command, **kwargs)))
+
+    def get(self, run_id: int) -> Run:
+        return Run(self, self._sync(self.aio.get(run_id)))
+
+    def list_runs(self, limit: int = 50) -> list[RunSummary]:
+        return self._sync(self.aio.list_runs(limit))
+
+    def close(self) -> None:
+        self._loop.close()

@@ -1,0 +1,440 @@
+"""The `conjure` command: parses, calls the Python API (cli/api.py), prints.
+
+Progress and state lines go to stderr; the run's own output to stdout, so
+`conjure run "…" > out.txt` keeps only what the program printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.api import AsyncConjure, AsyncRun, RunSummary
+from infra.config import get_settings
+from infra.errors import ConjureError, UsageError
+from infra.logs import LogLine, LogReader
+from workflows.models import RunState, RunStatus
+
+_current_run: int | None = None
+
+STATE_WORDS = {
+    RunState.REQUESTED: "Machine_Requested",
+    RunState.BUILDING: "Building",
+    RunState.MOUNTING: "Mounting",
+    RunState.SAVING: "Saving",
+    RunState.PUSHING: "Pushing",
+}
+
+
+def info(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def aio(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def _api() -> AsyncConjure:
+    return AsyncConjure(get_settings())
+
+
+def _say_started(c: AsyncConjure) -> None:
+    if c.started_stack and c.started_stack.started:
+        info(
+            f"✨ Started the embedded stack ({', '.join(c.started_stack.started)}) in "
+            f"{c.settings.home}; Temporal Web UI: {c.settings.ui_url}"
+        )
+
+
+def _fmt_time(t: datetime | None) -> str:
+    if t is None:
+        return "-"
+    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _emit_log(line: LogLine) -> None:
+    if line.stream == "e" or line.stream == "c":
+        click.echo(line.text, err=True)
+    else:
+        click.echo(line.text)
+
+
+# --- the group --------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="conjure")
+def cli() -> None:
+    """Conjure: run jobs on machines it provisions, as durable Temporal workflows."""
+
+
+# --- stack ------------------------------------------------------------------------
+
+
+@cli.command()
+@aio
+async def up() -> None:
+    """Start the embedded stack (Temporal dev server, control worker, local machines)."""
+    from infra import stack
+
+    s = get_settings()
+    report = await stack.up(s)
+    for name in report.started:
+        info(f"started {name}")
+    for name in report.already:
+        info(f"{name} already running")
+    info(f"Conjure is up in {s.home}; Temporal at {s.address}; Temporal Web UI: {s.ui_url}")
+
+
+@cli.command()
+def down() -> None:
+    """Stop the embedded stack. Runs and machines are kept for the next `conjure up`."""
+    from infra import stack
+
+    stopped = stack.down(get_settings())
+    info("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+
+
+@cli.command()
+def worker() -> None:
+    """Run a control worker in the foreground (workflows and provider activities)."""
+    from infra.control_worker import run_control_worker
+
+    asyncio.run(run_control_worker(get_settings()))
+
+
+@cli.command()
+@click.option("--machine-id", required=True, help="This machine's id in the pool.")
+def agent(machine_id: str) -> None:
+    """Run a machine's worker agent in the foreground."""
+    from worker_agent.agent import run_agent
+
+    asyncio.run(run_agent(get_settings(), machine_id))
+
+
+# --- run --------------------------------------------------------------------------
+
+
+def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for item in values:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--env")
+        env[name] = value
+    return env
+
+
+@cli.command(context_settings={"allow_interspersed_args": False})
+@click.argument("command", nargs=-1, required=True)
+@click.option("-t", "--machine-type", help="Machine type (see `conjure machine-types`).")
+@click.option(
+    "-m", "--mount", "mounts", multiple=True, metavar="SRC[:DEST]", help="Mount a resource."
+)
+@click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE", help="Set a variable.")
+@click.option("-b", "--background", is_flag=True, help="Print the run id and return at once.")
+@aio
+async def run(
+    command: tuple[str, ...],
+    machine_type: str | None,
+    mounts: tuple[str, ...],
+    env: tuple[str, ...],
+    background: bool,
+) -> None:
+    """Run COMMAND on a machine: `conjure run "python train.py"`."""
+    c = _api()
+    envs = _parse_env(env)
+    c.machine_type(machine_type)  # unknown type: exit 2 before anything starts
+    handle = await c.run(
+        " ".join(command),
+        machine_type=machine_type,
+        mounts=mounts,
+        env=envs,
+        warn=lambda w: info(f"⚠️  {w}"),
+    )
+    _say_started(c)
+    global _current_run
+    _current_run = handle.id
+    info(f"💫 Casting run #{handle.id}…")
+    if background:
+        click.echo(handle.id)
+        return
+    info("✨ Stop viewing logs with ^C (the run goes on)")
+    try:
+        status = await follow_run(handle)
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    sys.exit(_exit_code(status))
+
+
+async def follow_run(run: AsyncRun) -> RunStatus:
+    reader = LogReader(run._c.store, run.id)
+    shown = 1  # the Requested entry is implicit in "Casting run"
+    while True:
+        st = await run.status()
+        for prev, change in zip(st.timeline[shown - 1 :], st.timeline[shown:]):
+            _print_transition(st, prev.state, change.state)
+        shown = len(st.timeline)
+        for line in reader.poll():
+            _emit_log(line)
+        if st.state.final:
+            for line in reader.poll():
+                _emit_log(line)
+            _print_final(st)
+            return st
+        await asyncio.sleep(0.1)
+
+
+def _print_transition(st: RunStatus, prev: RunState, new: RunState) -> None:
+    if prev in STATE_WORDS:
+        extra = ""
+        if prev == RunState.REQUESTED and st.machine_id:
+            how = "idle machine reused" if st.reused_machine else "new machine"
+            extra = f" ({how} {st.machine_id}, {st.spec.machine_type.name})"
+        if prev == RunState.BUILDING and st.image_cached is not None:
+            extra = " (environment cached)" if st.image_cached else " (environment built)"
+        info(f"✨ {STATE_WORDS[prev]}… done{extra}")
+    if new == RunState.RUNNING:
+        info("✨ Run is running")
+
+
+def _print_final(st: RunStatus) -> None:
+    start = st.timeline[0].at
+    end = st.timeline[-1].at
+    info(f"🎉 Total run time: {_fmt_duration((end - start).total_seconds())}")
+    if st.state == RunState.COMPLETE:
+        info(f"🎉 Run {st.run_id} complete")
+    else:
+        reason = f": {st.reason}" if st.reason else ""
+        info(f"💥 Run {st.run_id} {st.state.value}{reason}")
+
+
+def _exit_code(st: RunStatus) -> int:
+    if st.state == RunState.COMPLETE:
+        return 0
+    if st.exit_code:
+        return st.exit_code
+    return 1
+
+
+# --- inspecting runs -----------------------------------------------------------------
+
+
+def _summary_json(r: RunSummary) -> dict[str, Any]:
+    return {
+        "id": r.run_id,
+        "state": r.state,
+        "machine_type": r.machine_type,
+        "command": r.command,
+        "created": r.created.isoformat() if r.created else None,
+        "ended": r.ended.isoformat() if r.ended else None,
+        "duration": r.duration,
+    }
+
+
+@cli.command(name="ls")
+@click.argument("path", required=False, default="")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-n", "--limit", default=50, show_default=True, help="How many runs.")
+@aio
+async def ls_cmd(path: str, as_json: bool, limit: int) -> None:
+    """List runs, or the resources under PATH (runs/N, uploads/…, public/…)."""
+    c = _api()
+    if path:
+        entries = c.ls(path)
+        if as_json:
+            click.echo(json.dumps([{"path": e.key, "size": e.size, "dir": e.is_dir} for e in entries], indent=2))
+            return
+        for e in entries:
+            click.echo(f"{e.key}/" if e.is_dir else f"{e.size:>12}  {e.key}")
+        return
+    runs = await c.list_runs(limit=limit)
+    if as_json:
+        click.echo(json.dumps([_summary_json(r) for r in runs], indent=2))
+        return
+    click.echo(f"{'ID':>5}  {'STATE':<11}  {'TYPE':<8}  {'CREATED':<19}  {'DURATION':>9}  COMMAND")
+    now = datetime.now(timezone.utc)
+    for r in runs:
+        dur = r.duration if r.ended else ((now - r.created).total_seconds() if r.created else None)
+        cmd = r.command if len(r.command) <= 50 else r.command[:47] + "..."
+        click.echo(
+            f"{r.run_id:>5}  {r.state:<11}  {r.machine_type:<8}  {_fmt_time(r.created):<19}  "
+            f"{_fmt_duration(dur):>9}  {cmd}"
+        )
+
+
+def _status_json(st: RunStatus) -> dict[str, Any]:
+    data = st.model_dump(mode="json")
+    data["created"] = st.created.isoformat() if st.created else None
+    data["ended"] = st.ended.isoformat() if st.ended else None
+    data["total_seconds"] = (
+        (st.ended - st.created).total_seconds() if st.ended and st.created else None
+    )
+    return data
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@aio
+async def status(run_id: int, as_json: bool) -> None:
+    """Show run RUN_ID: its state timeline, machine, exit code and image."""
+    c = _api()
+    st = await AsyncRun(c, run_id).status()
+    if as_json:
+        click.echo(json.dumps(_status_json(st), indent=2))
+        return
+    click.echo(f"Run {st.run_id}: {st.state.value}" + (f" ({st.reason})" if st.reason else ""))
+    click.echo(f"  command:      {st.spec.command}")
+    click.echo(f"  machine type: {st.spec.machine_type.name}")
+    if st.machine_id:
+        how = "reused idle machine" if st.reused_machine else "new machine"
+        click.echo(f"  machine:      {st.machine_id} ({how})")
+    if st.image:
+        click.echo(f"  image:        {st.image}" + (" (cached)" if st.image_cached else ""))
+    if st.exit_code is not None:
+        click.echo(f"  exit code:    {st.exit_code}")
+    if st.state.final:
+        click.echo(f"  outputs:      {st.outputs} file(s), {st.output_bytes} bytes in runs/{st.run_id}/")
+    if st.created:
+        end = st.ended or datetime.now(timezone.utc)
+        click.echo(f"  total time:   {_fmt_duration((end - st.created).total_seconds())}")
+    click.echo("  timeline:")
+    for ch in st.timeline:
+        detail = f"  {ch.detail}" if ch.detail else ""
+        click.echo(f"    {_fmt_time(ch.at)}  {ch.state.value}{detail}")
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@click.option("-f", "--follow", is_flag=True, help="Follow a live run until it ends.")
+@aio
+async def logs(run_id: int, follow: bool) -> None:
+    """Print the log of run RUN_ID."""
+    run = AsyncRun(_api(), run_id)
+    async for line in run.logs(follow=follow):
+        _emit_log(line)
+
+
+@cli.command()
+@click.argument("resource")
+@click.argument("dest", type=click.Path(path_type=Path), default=".")
+def cp(resource: str, dest: Path) -> None:
+    """Download RESOURCE (a file or folder, e.g. runs/12/out) to DEST."""
+    c = _api()
+    n = c.cp(resource, dest)
+    info(f"copied {resource} to {dest} ({n} bytes)")
+
+
+# --- machines ---------------------------------------------------------------------------
+
+
+@cli.command(name="machine-types")
+@click.option("--json", "as_json", is_flag=True)
+def machine_types(as_json: bool) -> None:
+    """List the machine types of the catalog."""
+    cat = _api().catalog
+    if as_json:
+        click.echo(json.dumps([m.model_dump() for m in cat.values()], indent=2))
+        return
+    click.echo(f"{'NAME':<9} {'vCPUs':>5} {'RAM GB':>7}  {'GPU':<14} {'$/hour':>7}")
+    for m in cat.values():
+        gpu = f"{m.gpus} x {m.gpu_model}" if m.gpus else "-"
+        click.echo(f"{m.name:<9} {m.vcpus:>5g} {m.memory_gb:>7g}  {gpu:<14} {m.price_per_hour:>7.3f}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@aio
+async def machines(as_json: bool) -> None:
+    """List the pool's machines."""
+    view = await _api().pool()
+    if as_json:
+        click.echo(json.dumps([m.model_dump(mode="json") for m in view.machines], indent=2))
+        return
+    click.echo(f"{'ID':<20} {'TYPE':<8} {'PROVIDER':<8} {'STATE':<12} {'IDLE SINCE':<19} RUNS")
+    for m in view.machines:
+        click.echo(
+            f"{m.id:<20} {m.machine_type:<8} {m.provider:<8} {m.state.value:<12} "
+            f"{_fmt_time(m.idle_since):<19} {m.runs_served}"
+        )
+    if view.queue:
+        click.echo(f"{len(view.queue)} run(s) waiting for a machine")
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def main() -> None:
+    code = _main()
+    # The Temporal client's Rust threads can crash CPython's finalisation (a known
+    # issue of the SDK's bridge): flush and leave without interpreter teardown.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+def _main() -> int:
+    debug = bool(os.environ.get("CONJURE_DEBUG"))
+    try:
+        rv = cli.main(standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.UsageError as e:
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+        info(f"error: {e.format_message()}{hint}")
+        return e.exit_code
+    except click.ClickException as e:
+        info(f"error: {e.format_message()}")
+        return e.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _detached_hint()
+        return 130
+    except ConjureError as e:
+        info(f"error: {e}")
+        return e.exit_code
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception as e:
+        if debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        info(f"error: {type(e).__name__}: {msg} (set CONJURE_DEBUG=1 for details)")
+        return 1
+
+
+def _detached_hint() -> None:
+    if _current_run is not None:
+        info(
+            f"✨ Detached: run {_current_run} goes on. "
+            f"Follow it again with `conjure logs -f {_current_run}`"
+        )
+
+
+if __name__ == "__main__":
+    main()

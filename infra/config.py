@@ -1,0 +1,128 @@
+"""Conjure's configuration: `$CONJURE_HOME/config.toml` and `CONJURE_*` variables.
+
+Environment variables win over the file; the file wins over the defaults. With
+no configuration at all everything runs on the embedded default: a Temporal dev
+server, a control worker and local machines on this host, a local object store.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def conjure_home() -> Path:
+    return Path(os.environ.get("CONJURE_HOME") or Path.home() / ".conjure").expanduser()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONJURE_", extra="ignore")
+
+    home: Path = Field(default_factory=conjure_home)
+
+    # Temporal. `embedded` means: the dev server `conjure up` starts on 127.0.0.1.
+    temporal_address: str = ""
+    temporal_namespace: str = "default"
+    temporal_tls: bool = False
+    temporal_tls_ca: Path | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_api_key: str | None = None
+    embedded_port: int = 7233
+    embedded_ui_port: int = 8233
+    control_task_queue: str = "conjure-control"
+
+    # Object store: a local directory by default (file://$CONJURE_HOME/store).
+    store_url: str = ""
+
+    # Machines.
+    provider: str = "local"
+    default_machine_type: str = "cpu"
+    idle_timeout_seconds: float = 300.0
+    max_concurrent_runs: int = 0  # 0: no limit
+    machine_ready_timeout_seconds: float = 120.0
+
+    # Environment.
+    base_image: str = "conjure/base:bookworm"
+    base_image_pull: bool = False  # try `docker pull` before building locally
+    debian_mirror: str = ""  # empty: the one apt uses on this host
+    ca_bundle: Path | None = None  # empty: the host bundle if it exists
+    docker_host: str = ""  # empty: DOCKER_HOST or the local socket
+
+    # Runs.
+    include_uncommitted: bool = True
+    log_lines_per_window: int = 1000
+    log_window_seconds: float = 10.0
+    stop_grace_seconds: float = 30.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=conjure_home() / "config.toml")
+        return (init_settings, env_settings, toml)
+
+    # Derived values -----------------------------------------------------------------
+
+    @property
+    def embedded(self) -> bool:
+        """True when Conjure runs its own Temporal dev server."""
+        return not self.temporal_address
+
+    @property
+    def address(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.embedded_port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.embedded_ui_port}" if self.embedded else ""
+
+    @property
+    def store(self) -> str:
+        return self.store_url or f"file://{self.home / 'store'}"
+
+    @property
+    def ca_bundle_path(self) -> Path | None:
+        if self.ca_bundle:
+            return self.ca_bundle
+        host = Path("/etc/ssl/certs/ca-certificates.crt")
+        return host if host.exists() else None
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files and logs of the embedded stack."""
+        return self.home / "run"
+
+    @property
+    def machines_dir(self) -> Path:
+        """Where local machines keep their state (workspaces, caches)."""
+        return self.home / "machines"
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+@lru_cache(maxsize=1)
+def _cached(home: str, env_key: str) -> Settings:
+    return Settings()
+
+
+def get_settings() -> Settings:
+    """Settings for this process, re-read when CONJURE_HOME or CONJURE_* change."""
+    env_key = repr(sorted((k, v) for k, v in os.environ.items() if k.startswith("CONJURE_")))
+    return _cached(str(conjure_home()), env_key)

@@ -1,0 +1,43 @@
+"""The control worker (`conjure worker`): every workflow plus the provider activities.
+
+It holds no state of its own: start more of them to scale out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.worker import Worker
+
+from activities.provider import ProviderActivities
+from infra.config import Settings
+from infra.temporal import make_client
+from workflows.counter import CounterWorkflow
+from workflows.pool import PoolWorkflow
+from workflows.run import RunWorkflow
+
+WORKFLOWS = [RunWorkflow, PoolWorkflow, CounterWorkflow]
+
+
+def build_worker(client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:  # type: ignore[no-untyped-def]
+    return Worker(
+        client,
+        task_queue=settings.control_task_queue,
+        workflows=WORKFLOWS,
+        activities=ProviderActivities(settings).all(),
+        activity_executor=executor,
+    )
+
+
+async def run_control_worker(settings: Settings) -> None:
+    client = await make_client(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        worker = build_worker(client, settings, executor)
+        async with worker:
+            await stop.wait()

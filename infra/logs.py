@@ -1,0 +1,166 @@
+"""Run logs in the object store, written in chunks and read back in order.
+
+A run's log is the set of objects `logs/<N>/<time_ns>-<phase>.jsonl`, one JSON
+object a line: `{"t": <ns since epoch>, "s": "o"|"e"|"c", "l": "<text>"}` where
+`s` is the stream: the command's stdout, its stderr, or a line of Conjure's own.
+Chunk names sort in write order, so a follower reads new chunks by name.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from infra.store import Store
+
+
+@dataclass
+class LogLine:
+    t: int
+    stream: str  # "o" stdout, "e" stderr, "c" conjure
+    text: str
+
+
+class RateLimiter:
+    """At most `lines` lines in any rolling `window` seconds; the rest are counted."""
+
+    def __init__(self, lines: int, window: float) -> None:
+        self.lines = lines
+        self.window = window
+        self.times: deque[float] = deque()
+        self.dropped = 0
+        self.dropped_total = 0
+
+    def allow(self, now: float) -> bool:
+        while self.times and now - self.times[0] >= self.window:
+            self.times.popleft()
+        if self.lines > 0 and len(self.times) >= self.lines:
+            self.dropped += 1
+            self.dropped_total += 1
+            return False
+        self.times.append(now)
+        return True
+
+    def take_dropped(self) -> int:
+        n, self.dropped = self.dropped, 0
+        return n
+
+
+class LogWriter:
+    """Buffers lines and flushes them as chunks; thread-safe."""
+
+    FLUSH_SECONDS = 0.2
+    FLUSH_LINES = 2000
+
+    def __init__(
+        self, store: Store, run_id: int, phase: str, limiter: RateLimiter | None = None
+    ) -> None:
+        self.store = store
+        self.prefix = f"logs/{run_id}"
+        self.phase = phase
+        self.limiter = limiter
+        self.buf: list[LogLine] = []
+        self.lock = threading.Lock()
+        self.lines = 0
+        self.last_flushed: dict[str, int] = {}  # stream -> time of the last line stored
+        self._last_chunk = 0
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def add(self, stream: str, text: str, t: int | None = None) -> None:
+        t = t if t is not None else time.time_ns()
+        with self.lock:
+            if self.limiter is not None and stream != "c":
+                if not self.limiter.allow(time.monotonic()):
+                    return
+                dropped = self.limiter.take_dropped()
+                if dropped:
+                    self.buf.append(LogLine(t, "c", self._dropped_note(dropped)))
+            self.buf.append(LogLine(t, stream, text))
+            self.lines += 1
+            if len(self.buf) >= self.FLUSH_LINES:
+                self._flush_locked()
+
+    def note(self, text: str) -> None:
+        self.add("c", text)
+
+    def _dropped_note(self, n: int) -> str:
+        assert self.limiter is not None
+        return (
+            f"[conjure] {n} log line(s) dropped: the limit is {self.limiter.lines} lines "
+            f"in any {self.limiter.window:g} seconds"
+        )
+
+    def _flush_locked(self) -> None:
+        if not self.buf:
+            return
+        lines, self.buf = self.buf, []
+        data = "".join(
+            json.dumps({"t": ln.t, "s": ln.stream, "l": ln.text}, ensure_ascii=False) + "\n"
+            for ln in lines
+        ).encode()
+        chunk = max(time.time_ns(), self._last_chunk + 1)
+        self._last_chunk = chunk
+        self.store.put_bytes(f"{self.prefix}/{chunk:020d}-{self.phase}.jsonl", data)
+        for ln in lines:
+            self.last_flushed[ln.stream] = max(self.last_flushed.get(ln.stream, 0), ln.t)
+
+    def flush(self) -> None:
+        with self.lock:
+            self._flush_locked()
+
+    def _loop(self) -> None:
+        while not self._closed.wait(self.FLUSH_SECONDS):
+            try:
+                self.flush()
+            except Exception:  # the store is briefly unreachable: keep buffering
+                pass
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+        with self.lock:
+            if self.limiter is not None:
+                dropped = self.limiter.take_dropped()
+                if dropped:
+                    self.buf.append(LogLine(time.time_ns(), "c", self._dropped_note(dropped)))
+            self._flush_locked()
+
+
+class LogReader:
+    """Reads a run's log chunks in order; `poll()` returns only what is new."""
+
+    def __init__(self, store: Store, run_id: int) -> None:
+        self.store = store
+        self.prefix = f"logs/{run_id}"
+        self.seen: set[str] = set()
+        self.last = ""
+
+    def poll(self) -> Iterator[LogLine]:
+        try:
+            entries = self.store.ls(self.prefix)
+        except Exception:
+            return
+        names = sorted(
+            e.key for e in entries if e.key.endswith(".jsonl") and e.key not in self.seen
+        )
+        for key in names:
+            if key <= self.last and key in self.seen:
+                continue
+            try:
+                data = self.store.read_bytes(key)
+            except Exception:
+                return
+            self.seen.add(key)
+            self.last = max(self.last, key)
+            for raw in data.decode(errors="replace").splitlines():
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    continue
+                yield LogLine(int(obj.get("t", 0)), obj.get("s", "o"), obj.get("l", ""))

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install Conjure with its test extras and run the test suite against real components.
+# Arguments are passed to pytest (e.g. ./test.sh tests/test_base_image.py -x).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$REPO"
+
+CONJURE_EXTRAS=test,aws ./install.sh
+
+# The image-registry tests start their own Debian docker-registry; it only has to be installed.
+if ! dpkg-query -W -f='${Status}' docker-registry 2>/dev/null | grep -q 'install ok installed'; then
+  echo "==> installing docker-registry"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry
+  # A systemd host starts the packaged service on :5000; the tests want the port for their own.
+  if [ "$(cat /proc/1/comm 2>/dev/null || true)" = systemd ]; then
+    "${SUDO[@]}" systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+  fi
+fi
+
+echo "==> pytest"
+rc=0
+.venv/bin/python -m pytest -q -rs "$@" || rc=$?
+if [ "$rc" -eq 5 ]; then
+  echo "test.sh: error: pytest collected no tests" >&2
+  exit 1
+fi
+exit "$rc"

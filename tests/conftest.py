@@ -1,0 +1,91 @@
+"""Session fixtures: a real embedded stack (Temporal dev server, control worker,
+local machines on the real Docker engine) in a temporary CONJURE_HOME."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from infra import stack
+from infra.config import Settings, get_settings
+from infra.providers import local
+
+CONJURE = str(Path(sys.executable).parent / "conjure")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stack_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "CONJURE_HOME": str(home),
+        "CONJURE_EMBEDDED_PORT": str(free_port()),
+        "CONJURE_EMBEDDED_UI_PORT": str(free_port()),
+        **extra,
+    }
+    return env
+
+
+def start_stack(env: dict[str, str]) -> Settings:
+    os.environ.update(env)
+    settings = get_settings()
+    asyncio.run(stack.up(settings))
+    return settings
+
+
+def stop_stack(settings: Settings) -> None:
+    for rec in local.list_instances(settings):
+        local.terminate(settings, rec.machine_id)
+    stack.down(settings)
+
+
+@pytest.fixture(scope="session")
+def conjure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    home = tmp_path_factory.mktemp("conjure-home")
+    env = stack_env(home, CONJURE_IDLE_TIMEOUT_SECONDS="600")
+    saved = dict(os.environ)
+    settings = start_stack(env)
+    yield settings
+    stop_stack(settings)
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    return docker.from_env()
+
+
+class Result:
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    def __repr__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"  # noqa
+
+
+def conjure(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
+    """Run the real `conjure` entry point."""
+    proc = subprocess.run(
+        [CONJURE, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    return Result(proc)

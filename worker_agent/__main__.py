@@ -1,0 +1,3 @@
+from worker_agent.agent import main
+
+main()

@@ -1,0 +1,69 @@
+"""The per-machine agent: runs the machine-local activities against local Docker.
+
+Stopping the agent (SIGTERM, or a crash) never stops a run's container: the
+execute activity is retried on the machine's queue and the next agent picks
+the container up again, with its logs, where the last one left it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import docker
+from temporalio.worker import Worker
+
+from activities.machine import MachineActivities
+from infra.config import Settings, get_settings
+from infra.store import open_store
+from infra.temporal import make_client
+from workflows.keys import machine_task_queue
+
+
+def docker_client(settings: Settings) -> docker.DockerClient:
+    if settings.docker_host:
+        return docker.DockerClient(base_url=settings.docker_host)
+    return docker.from_env()
+
+
+async def run_agent(settings: Settings, machine_id: str) -> None:
+    client = await make_client(settings, timeout=60)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    acts = MachineActivities(
+        settings,
+        machine_id,
+        open_store(settings.store),
+        docker_client(settings),
+        settings.machines_dir / machine_id,
+    )
+    with ThreadPoolExecutor(max_workers=32) as executor:
+        worker = Worker(
+            client,
+            task_queue=machine_task_queue(machine_id),
+            activities=acts.all(),
+            activity_executor=executor,
+            max_concurrent_activities=32,
+            graceful_shutdown_timeout=timedelta(seconds=3),
+        )
+        async with worker:
+            logging.info("agent %s polling %s", machine_id, machine_task_queue(machine_id))
+            await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="conjure agent")
+    parser.add_argument("--machine-id", required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    asyncio.run(run_agent(get_settings(), args.machine_id))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Conjure's workflows and their durable contract (models, keys). No I/O here."""

@@ -1,0 +1,313 @@
+"""The durable contract: every workflow and activity input and result.
+
+These models are serialised into Temporal histories. New fields always get a
+default, so histories written by an older Conjure still decode.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+from pydantic import BaseModel, Field
+
+
+class RunState(str, Enum):
+    REQUESTED = "Requested"
+    BUILDING = "Building"
+    MOUNTING = "Mounting"
+    RUNNING = "Running"
+    SAVING = "Saving"
+    PUSHING = "Pushing"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+    KILLED = "Killed"
+    INTERRUPTED = "Interrupted"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {RunState.COMPLETE, RunState.FAILED, RunState.STOPPED, RunState.KILLED, RunState.INTERRUPTED}
+)
+
+
+# --- Machine types ------------------------------------------------------------------
+
+
+class MachineType(BaseModel):
+    name: str
+    vcpus: float
+    memory_gb: float
+    gpus: int = 0
+    gpu_model: str = ""
+    price_per_hour: float = 0.0
+    spot: bool = False
+    instance_types: dict[str, str] = Field(default_factory=dict)
+
+
+# --- Run spec -----------------------------------------------------------------------
+
+
+class CodeSpec(BaseModel):
+    """Where the run's code comes from. Keys name objects in the store."""
+
+    archive_key: str | None = None  # code/<sha256>.tar.gz of the committed tree
+    patch_key: str | None = None  # code/<sha256>.patch of uncommitted changes
+    repo_name: str | None = None  # the container working dir is /conjure/<repo_name>
+    relative_cwd: str = ""  # the user's cwd relative to the repository root
+    commit: str | None = None
+
+
+class MountSpec(BaseModel):
+    source: str  # runs/N/path, uploads/..., public/...
+    dest: str  # absolute path inside the container
+
+
+class RunSpec(BaseModel):
+    command: str
+    machine_type: MachineType
+    code: CodeSpec = Field(default_factory=CodeSpec)
+    mounts: list[MountSpec] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    request_id: str = ""
+
+
+class RunOptions(BaseModel):
+    """Settings of the submitting client that the run keeps for its whole life."""
+
+    base_image: str = "conjure/base:bookworm"
+    log_lines_per_window: int = 1000
+    log_window_seconds: float = 10.0
+    stop_grace_seconds: float = 30.0
+    execute_heartbeat_seconds: float = 20.0
+
+
+class RunInput(BaseModel):
+    run_id: int
+    spec: RunSpec
+    options: RunOptions = Field(default_factory=RunOptions)
+    pool_workflow_id: str = "conjure-pool"
+
+
+class StateChange(BaseModel):
+    state: RunState
+    at: datetime
+    detail: str = ""
+
+
+class RunStatus(BaseModel):
+    run_id: int
+    state: RunState
+    spec: RunSpec
+    timeline: list[StateChange] = Field(default_factory=list)
+    machine_id: str | None = None
+    reused_machine: bool | None = None
+    exit_code: int | None = None
+    image: str | None = None
+    image_cached: bool | None = None
+    reason: str = ""
+    outputs: int = 0
+    output_bytes: int = 0
+
+    @property
+    def created(self) -> datetime | None:
+        return self.timeline[0].at if self.timeline else None
+
+    @property
+    def ended(self) -> datetime | None:
+        return self.timeline[-1].at if self.timeline and self.state.final else None
+
+
+# --- Counter ------------------------------------------------------------------------
+
+
+class AllocateInput(BaseModel):
+    request_id: str
+
+
+class AllocateResult(BaseModel):
+    run_id: int
+    new: bool = True
+
+
+class CounterState(BaseModel):
+    next_id: int = 1
+    recent: dict[str, int] = Field(default_factory=dict)  # request id -> run id
+
+
+# --- Pool ---------------------------------------------------------------------------
+
+
+class MachineState(str, Enum):
+    PROVISIONING = "provisioning"
+    BUSY = "busy"
+    IDLE = "idle"
+    TERMINATING = "terminating"
+
+
+class Machine(BaseModel):
+    id: str
+    machine_type: str
+    provider: str
+    task_queue: str
+    state: MachineState
+    created: datetime
+    idle_since: datetime | None = None
+    run_workflow_id: str | None = None
+    runs_served: int = 0
+    images: list[str] = Field(default_factory=list)
+
+
+class LeaseRequest(BaseModel):
+    run_workflow_id: str
+    run_id: int
+    machine_type: MachineType
+    image_hint: str | None = None
+
+
+class Lease(BaseModel):
+    machine_id: str
+    task_queue: str
+    machine_type: str
+    provider: str
+    reused: bool
+
+
+class ReleaseRequest(BaseModel):
+    machine_id: str
+    run_workflow_id: str
+    healthy: bool = True
+    image: str | None = None
+
+
+class CancelLeaseRequest(BaseModel):
+    run_workflow_id: str
+
+
+class PoolConfig(BaseModel):
+    provider: str = "local"
+    idle_timeout_seconds: float = 300.0
+    max_concurrent_runs: int = 0
+    machine_ready_timeout_seconds: float = 120.0
+
+
+class PoolState(BaseModel):
+    machines: dict[str, Machine] = Field(default_factory=dict)
+    queue: list[LeaseRequest] = Field(default_factory=list)
+
+
+class PoolInput(BaseModel):
+    config: PoolConfig = Field(default_factory=PoolConfig)
+    state: PoolState | None = None
+
+
+class PoolView(BaseModel):
+    machines: list[Machine]
+    queue: list[LeaseRequest]
+    config: PoolConfig
+
+
+# --- Provider activities (control queue) --------------------------------------------
+
+
+class ProvisionInput(BaseModel):
+    machine_id: str
+    machine_type: MachineType
+    provider: str
+
+
+class ProvisionResult(BaseModel):
+    machine_id: str
+    task_queue: str
+    instance_id: str = ""
+
+
+class TerminateInput(BaseModel):
+    machine_id: str
+    provider: str
+
+
+class MachineInfo(BaseModel):
+    machine_id: str
+    ready: bool = True
+    images: list[str] = Field(default_factory=list)
+
+
+# --- Machine-local activities (machine queue) ----------------------------------------
+
+
+class PrepareInput(BaseModel):
+    run_id: int
+    code: CodeSpec
+    mounts: list[MountSpec] = Field(default_factory=list)
+
+
+class PrepareResult(BaseModel):
+    workspace: str  # host path bound at /conjure
+    workdir: str  # container working directory
+
+
+class EnvInput(BaseModel):
+    run_id: int
+    base_image: str
+
+
+class EnvResult(BaseModel):
+    image: str
+    cached: bool
+
+
+class Bind(BaseModel):
+    host: str
+    container: str
+    read_only: bool = True
+
+
+class MountInput(BaseModel):
+    run_id: int
+    mounts: list[MountSpec]
+
+
+class MountResult(BaseModel):
+    binds: list[Bind] = Field(default_factory=list)
+    cached: list[bool] = Field(default_factory=list)
+
+
+class ExecuteInput(BaseModel):
+    run_id: int
+    image: str
+    command: str
+    workspace: str
+    workdir: str
+    binds: list[Bind] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cpus: float = 0
+    memory_gb: float = 0
+    log_lines_per_window: int = 1000
+    log_window_seconds: float = 10.0
+
+
+class ExecuteResult(BaseModel):
+    exit_code: int
+    oom_killed: bool = False
+    log_lines: int = 0
+    dropped_lines: int = 0
+
+
+class SaveInput(BaseModel):
+    run_id: int
+    workdir: str
+    exclude: list[str] = Field(default_factory=list)  # container paths of mounts
+
+
+class SaveResult(BaseModel):
+    files: int
+    bytes: int
+
+
+class CleanupInput(BaseModel):
+    run_id: int

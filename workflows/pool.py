@@ -1,0 +1,273 @@
+"""The machine pool: one entity workflow that owns every machine.
+
+Runs signal `request_lease`; the pool answers with a `lease_granted` (or
+`lease_failed`) signal to the run. Machines are provisioned through activities on
+the control queue, checked for readiness on their own queue, kept idle with a
+durable timer after a run, and terminated when the timer fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.keys import machine_task_queue
+    from workflows.models import (
+        CancelLeaseRequest,
+        Lease,
+        LeaseRequest,
+        Machine,
+        MachineInfo,
+        MachineState,
+        PoolInput,
+        PoolState,
+        PoolView,
+        ProvisionInput,
+        ReleaseRequest,
+        TerminateInput,
+    )
+
+PROVIDER_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
+
+
+@workflow.defn
+class PoolWorkflow:
+    @workflow.init
+    def __init__(self, inp: PoolInput) -> None:
+        self.config = inp.config
+        self.state = inp.state or PoolState()
+        self._wake = False
+        self._in_flight = 0
+        self._cancelled: set[str] = set()
+
+    @workflow.run
+    async def run(self, inp: PoolInput) -> None:
+        while True:
+            self._dispatch()
+            self._expire_idle()
+            self._wake = False
+            try:
+                await workflow.wait_condition(lambda: self._wake, timeout=self._next_expiry())
+            except asyncio.TimeoutError:
+                pass
+            if (
+                workflow.info().is_continue_as_new_suggested()
+                and self._in_flight == 0
+                and not self._wake
+            ):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(PoolInput(config=self.config, state=self.state))
+
+    # --- messages -------------------------------------------------------------------
+
+    @workflow.signal
+    def request_lease(self, req: LeaseRequest) -> None:
+        if any(q.run_workflow_id == req.run_workflow_id for q in self.state.queue):
+            return  # repeated request: already queued
+        if any(m.run_workflow_id == req.run_workflow_id for m in self.state.machines.values()):
+            return  # already leased or being provisioned for it
+        self._cancelled.discard(req.run_workflow_id)
+        self.state.queue.append(req)
+        self._wake = True
+
+    @workflow.signal
+    def cancel_lease(self, req: CancelLeaseRequest) -> None:
+        self.state.queue = [q for q in self.state.queue if q.run_workflow_id != req.run_workflow_id]
+        self._cancelled.add(req.run_workflow_id)
+        self._wake = True
+
+    @workflow.signal
+    def release(self, req: ReleaseRequest) -> None:
+        m = self.state.machines.get(req.machine_id)
+        if m is None or m.run_workflow_id != req.run_workflow_id:
+            return  # repeated or stale release
+        m.run_workflow_id = None
+        if req.image and req.image not in m.images:
+            m.images.append(req.image)
+        if req.healthy:
+            m.state = MachineState.IDLE
+            m.idle_since = workflow.now()
+        else:
+            self._start_terminate(m)
+        self._wake = True
+
+    @workflow.query
+    def view(self) -> PoolView:
+        return PoolView(
+            machines=list(self.state.machines.values()),
+            queue=list(self.state.queue),
+            config=self.config,
+        )
+
+    # --- scheduling -----------------------------------------------------------------
+
+    def _active(self) -> int:
+        return sum(
+            1
+            for m in self.state.machines.values()
+            if m.state in (MachineState.BUSY, MachineState.PROVISIONING) and m.run_workflow_id
+        )
+
+    def _dispatch(self) -> None:
+        active = self._active()
+        limit = self.config.max_concurrent_runs
+        while self.state.queue:
+            if limit and active >= limit:
+                return  # first come, first served: the head waits, so do the others
+            req = self.state.queue.pop(0)
+            m = self._pick_idle(req)
+            if m is not None:
+                m.state = MachineState.BUSY
+                m.run_workflow_id = req.run_workflow_id
+                m.idle_since = None
+                m.runs_served += 1
+                asyncio.create_task(self._grant(m, req, reused=True))
+            else:
+                machine_id = f"{self.config.provider}-{workflow.uuid4().hex[:10]}"
+                m = Machine(
+                    id=machine_id,
+                    machine_type=req.machine_type.name,
+                    provider=self.config.provider,
+                    task_queue=machine_task_queue(machine_id),
+                    state=MachineState.PROVISIONING,
+                    created=workflow.now(),
+                    run_workflow_id=req.run_workflow_id,
+                    runs_served=1,
+                )
+                self.state.machines[machine_id] = m
+                asyncio.create_task(self._provision(m, req))
+            active += 1
+
+    def _pick_idle(self, req: LeaseRequest) -> Machine | None:
+        idle = [
+            m
+            for m in self.state.machines.values()
+            if m.state == MachineState.IDLE and m.machine_type == req.machine_type.name
+        ]
+        if not idle:
+            return None
+        # Prefer a machine that already holds the run's image, then the most recently used.
+        idle.sort(
+            key=lambda m: (
+                bool(req.image_hint and req.image_hint in m.images),
+                m.idle_since or m.created,
+                m.id,
+            ),
+            reverse=True,
+        )
+        return idle[0]
+
+    async def _provision(self, m: Machine, req: LeaseRequest) -> None:
+        self._in_flight += 1
+        try:
+            await workflow.execute_activity(
+                "provision_machine",
+                ProvisionInput(machine_id=m.id, machine_type=req.machine_type, provider=m.provider),
+                start_to_close_timeout=timedelta(minutes=15),
+                retry_policy=PROVIDER_RETRY,
+            )
+            info = await workflow.execute_activity(
+                "machine_ready",
+                m.id,
+                result_type=MachineInfo,
+                task_queue=m.task_queue,
+                schedule_to_start_timeout=timedelta(
+                    seconds=self.config.machine_ready_timeout_seconds
+                ),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+            m.images = list(info.images)
+            m.state = MachineState.BUSY
+            await self._grant(m, req, reused=False)
+        except ActivityError as e:
+            reason = str(e.cause or e)
+            m.run_workflow_id = None
+            self._start_terminate(m)
+            await self._signal_run(req.run_workflow_id, "lease_failed", f"no machine: {reason}")
+        finally:
+            self._in_flight -= 1
+            self._wake = True
+
+    async def _grant(self, m: Machine, req: LeaseRequest, reused: bool) -> None:
+        self._in_flight += 1
+        try:
+            await self._grant_now(m, req, reused)
+        finally:
+            self._in_flight -= 1
+
+    async def _grant_now(self, m: Machine, req: LeaseRequest, reused: bool) -> None:
+        if req.run_workflow_id in self._cancelled:
+            self._cancelled.discard(req.run_workflow_id)
+            self._make_idle(m)
+            return
+        lease = Lease(
+            machine_id=m.id,
+            task_queue=m.task_queue,
+            machine_type=m.machine_type,
+            provider=m.provider,
+            reused=reused,
+        )
+        if not await self._signal_run(req.run_workflow_id, "lease_granted", lease):
+            self._make_idle(m)
+
+    async def _signal_run(self, workflow_id: str, signal: str, arg: object) -> bool:
+        try:
+            await workflow.get_external_workflow_handle(workflow_id).signal(signal, arg)
+            return True
+        except Exception:  # the run is gone (terminated or finished)
+            return False
+
+    def _make_idle(self, m: Machine) -> None:
+        m.run_workflow_id = None
+        m.state = MachineState.IDLE
+        m.idle_since = workflow.now()
+        self._wake = True
+
+    # --- idle machines --------------------------------------------------------------
+
+    def _next_expiry(self) -> timedelta | None:
+        now = workflow.now()
+        waits = [
+            (m.idle_since + timedelta(seconds=self.config.idle_timeout_seconds) - now)
+            for m in self.state.machines.values()
+            if m.state == MachineState.IDLE and m.idle_since
+        ]
+        if not waits:
+            return None
+        return max(min(waits), timedelta(milliseconds=1))
+
+    def _expire_idle(self) -> None:
+        now = workflow.now()
+        for m in list(self.state.machines.values()):
+            if (
+                m.state == MachineState.IDLE
+                and m.idle_since
+                and now >= m.idle_since + timedelta(seconds=self.config.idle_timeout_seconds)
+            ):
+                self._start_terminate(m)
+
+    def _start_terminate(self, m: Machine) -> None:
+        if m.state == MachineState.TERMINATING:
+            return
+        m.state = MachineState.TERMINATING
+        asyncio.create_task(self._terminate(m))
+
+    async def _terminate(self, m: Machine) -> None:
+        self._in_flight += 1
+        try:
+            await workflow.execute_activity(
+                "terminate_machine",
+                TerminateInput(machine_id=m.id, provider=m.provider),
+                start_to_close_timeout=timedelta(minutes=10),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+            )
+            self.state.machines.pop(m.id, None)
+        finally:
+            self._in_flight -= 1
+            self._wake = True

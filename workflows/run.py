@@ -1,0 +1,328 @@
+"""The run workflow: one durable workflow per run, `run-<N>`.
+
+Requested -> Building -> Mounting -> Running -> Saving -> Pushing, ending in
+Complete, Failed, Stopped, Killed or Interrupted. Every machine-local step is an
+activity routed to the leased machine's own task queue. Logs and metrics never
+pass through this workflow: the agent writes them to the object store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import keys
+    from workflows.models import (
+        CancelLeaseRequest,
+        CleanupInput,
+        EnvInput,
+        EnvResult,
+        ExecuteInput,
+        ExecuteResult,
+        Lease,
+        LeaseRequest,
+        MountInput,
+        MountResult,
+        PrepareInput,
+        PrepareResult,
+        ReleaseRequest,
+        RunInput,
+        RunState,
+        RunStatus,
+        SaveInput,
+        SaveResult,
+        StateChange,
+    )
+
+STEP_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
+# How long a leased machine may take to pick up its first task before it is judged dead.
+PICKUP_TIMEOUT = timedelta(seconds=60)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _Withdrawn(Exception):
+    pass
+
+
+@workflow.defn
+class RunWorkflow:
+    @workflow.init
+    def __init__(self, inp: RunInput) -> None:
+        self.inp = inp
+        self.status = RunStatus(
+            run_id=inp.run_id,
+            state=RunState.REQUESTED,
+            spec=inp.spec,
+            timeline=[StateChange(state=RunState.REQUESTED, at=workflow.now())],
+        )
+        self.lease: Lease | None = None
+        self.lease_error: str | None = None
+        self.stop_requested = False
+        self.kill_requested = False
+
+    # --- messages -------------------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> RunStatus:
+        return self.status
+
+    @workflow.signal
+    def lease_granted(self, lease: Lease) -> None:
+        if self.lease is None:
+            self.lease = lease
+
+    @workflow.signal
+    def lease_failed(self, reason: str) -> None:
+        self.lease_error = reason
+
+    @workflow.signal
+    def stop(self) -> None:
+        self.stop_requested = True
+
+    @workflow.signal
+    def kill(self) -> None:
+        self.kill_requested = True
+
+    # --- the run --------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: RunInput) -> RunStatus:
+        pool = workflow.get_external_workflow_handle(inp.pool_workflow_id)
+        await pool.signal(
+            "request_lease",
+            LeaseRequest(
+                run_workflow_id=workflow.info().workflow_id,
+                run_id=inp.run_id,
+                machine_type=inp.spec.machine_type,
+            ),
+        )
+        await workflow.wait_condition(
+            lambda: self.lease is not None
+            or self.lease_error is not None
+            or self.stop_requested
+            or self.kill_requested
+        )
+        if self.lease is None:
+            await pool.signal(
+                "cancel_lease", CancelLeaseRequest(run_workflow_id=workflow.info().workflow_id)
+            )
+            if self.lease_error is not None:
+                return self._finish(RunState.FAILED, self.lease_error)
+            final = RunState.KILLED if self.kill_requested else RunState.STOPPED
+            return self._finish(final, "withdrawn before a machine was assigned")
+
+        lease = self.lease
+        self.status.machine_id = lease.machine_id
+        self.status.reused_machine = lease.reused
+        healthy = True
+        try:
+            final, reason = await self._on_machine(lease)
+        except _Interrupted as e:
+            healthy = False
+            final, reason = RunState.INTERRUPTED, str(e)
+        finally:
+            await pool.signal(
+                "release",
+                ReleaseRequest(
+                    machine_id=lease.machine_id,
+                    run_workflow_id=workflow.info().workflow_id,
+                    healthy=healthy,
+                    image=self.status.image,
+                ),
+            )
+        return self._finish(final, reason)
+
+    async def _on_machine(self, lease: Lease) -> tuple[RunState, str]:
+        spec = self.inp.spec
+        opts = self.inp.options
+        run_id = self.inp.run_id
+        try:
+            self._set_state(RunState.BUILDING)
+            prepared = await self._step(
+                "prepare_workspace",
+                PrepareInput(run_id=run_id, code=spec.code, mounts=spec.mounts),
+                PrepareResult,
+                first=True,
+            )
+            env = await self._step(
+                "ensure_environment",
+                EnvInput(run_id=run_id, base_image=opts.base_image),
+                EnvResult,
+                timeout=timedelta(hours=2),
+            )
+            self.status.image = env.image
+            self.status.image_cached = env.cached
+            if self._halted():
+                return await self._halt_before_running(prepared)
+
+            self._set_state(RunState.MOUNTING)
+            mounted = await self._step(
+                "mount_resources", MountInput(run_id=run_id, mounts=spec.mounts), MountResult,
+                timeout=timedelta(hours=6),
+            )
+            if self._halted():
+                return await self._halt_before_running(prepared)
+
+            self._set_state(RunState.RUNNING)
+            result = await self._execute(
+                ExecuteInput(
+                    run_id=run_id,
+                    image=env.image,
+                    command=spec.command,
+                    workspace=prepared.workspace,
+                    workdir=prepared.workdir,
+                    binds=mounted.binds,
+                    env=spec.env,
+                    cpus=spec.machine_type.vcpus,
+                    memory_gb=spec.machine_type.memory_gb,
+                    log_lines_per_window=opts.log_lines_per_window,
+                    log_window_seconds=opts.log_window_seconds,
+                )
+            )
+            self.status.exit_code = result.exit_code
+            if self.kill_requested:
+                await self._cleanup(run_id)
+                return RunState.KILLED, "killed"
+
+            await self._save(prepared)
+            self._set_state(RunState.PUSHING)
+            await self._cleanup(run_id)
+            if self.stop_requested:
+                return RunState.STOPPED, "stopped"
+            if result.exit_code == 0:
+                return RunState.COMPLETE, ""
+            return RunState.FAILED, self._explain_exit(result)
+        except ActivityError as e:
+            if _is_machine_gone(e):
+                raise _Interrupted(f"the machine stopped answering: {_cause(e)}") from None
+            return RunState.FAILED, f"{self.status.state.value} failed: {_cause(e)}"
+
+    async def _step(
+        self,
+        name: str,
+        arg: object,
+        result_type: type | None,
+        *,
+        first: bool = False,
+        timeout: timedelta = timedelta(minutes=30),
+    ):  # type: ignore[no-untyped-def]
+        assert self.lease is not None
+        return await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            task_queue=self.lease.task_queue,
+            schedule_to_start_timeout=PICKUP_TIMEOUT,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=timedelta(seconds=60) if timeout > timedelta(minutes=5) else None,
+            retry_policy=STEP_RETRY,
+        )
+
+    async def _execute(self, inp: ExecuteInput) -> ExecuteResult:
+        assert self.lease is not None
+        heartbeat = timedelta(seconds=self.inp.options.execute_heartbeat_seconds)
+        handle = workflow.start_activity(
+            "execute",
+            inp,
+            result_type=ExecuteResult,
+            task_queue=self.lease.task_queue,
+            # A retry (agent restarted) must be picked up within one heartbeat timeout,
+            # or the machine is judged gone and the run is Interrupted.
+            schedule_to_start_timeout=heartbeat,
+            start_to_close_timeout=timedelta(days=30),
+            heartbeat_timeout=heartbeat,
+            retry_policy=RetryPolicy(maximum_attempts=10, initial_interval=timedelta(seconds=1)),
+        )
+        signalled: set[str] = set()
+        while True:
+            await workflow.wait_condition(
+                lambda: handle.done()
+                or (self.kill_requested and "kill" not in signalled)
+                or (self.stop_requested and "stop" not in signalled)
+            )
+            if handle.done():
+                return await handle
+            kind = "kill" if self.kill_requested and "kill" not in signalled else "stop"
+            signalled.add(kind)
+            await workflow.execute_activity(
+                "signal_container",
+                {"run_id": inp.run_id, "kind": kind, "grace": self.inp.options.stop_grace_seconds},
+                task_queue=self.lease.task_queue,
+                schedule_to_start_timeout=PICKUP_TIMEOUT,
+                start_to_close_timeout=timedelta(seconds=self.inp.options.stop_grace_seconds + 60),
+                retry_policy=STEP_RETRY,
+            )
+
+    async def _save(self, prepared: PrepareResult) -> None:
+        self._set_state(RunState.SAVING)
+        saved = await self._step(
+            "save_outputs",
+            SaveInput(
+                run_id=self.inp.run_id,
+                workdir=prepared.workdir,
+                exclude=[m.dest for m in self.inp.spec.mounts],
+            ),
+            SaveResult,
+            timeout=timedelta(hours=6),
+        )
+        self.status.outputs = saved.files
+        self.status.output_bytes = saved.bytes
+
+    async def _halt_before_running(self, prepared: PrepareResult) -> tuple[RunState, str]:
+        await self._cleanup(self.inp.run_id)
+        if self.kill_requested:
+            return RunState.KILLED, f"killed in {self.status.state.value}"
+        return RunState.STOPPED, f"stopped in {self.status.state.value}"
+
+    async def _cleanup(self, run_id: int) -> None:
+        await self._step("cleanup_workspace", CleanupInput(run_id=run_id), None)
+
+    # --- state ----------------------------------------------------------------------
+
+    def _halted(self) -> bool:
+        return self.stop_requested or self.kill_requested
+
+    def _set_state(self, state: RunState, detail: str = "") -> None:
+        self.status.state = state
+        self.status.timeline.append(StateChange(state=state, at=workflow.now(), detail=detail))
+        workflow.upsert_search_attributes([keys.STATE.value_set(state.value)])
+
+    def _finish(self, state: RunState, reason: str) -> RunStatus:
+        self.status.reason = reason
+        self._set_state(state, reason)
+        return self.status
+
+    @staticmethod
+    def _explain_exit(result: ExecuteResult) -> str:
+        code = result.exit_code
+        if result.oom_killed or code in (137, 143):
+            return (
+                f"exit code {code}: the command was most likely killed by the kernel for running "
+                "out of memory or disk; choose a bigger machine type with --machine-type "
+                "(see `conjure machine-types`)"
+            )
+        return f"exit code {code}"
+
+
+def _cause(e: BaseException) -> str:
+    while isinstance(e, ActivityError) and e.cause is not None:
+        e = e.cause
+    if isinstance(e, ApplicationError):
+        return e.message
+    return str(e)
+
+
+def _is_machine_gone(e: ActivityError) -> bool:
+    cause = e.cause
+    return isinstance(cause, TimeoutError) and cause.type in (
+        TimeoutType.SCHEDULE_TO_START,
+        TimeoutType.HEARTBEAT,
+    )
