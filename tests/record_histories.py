@@ -1,0 +1,43 @@
+"""Record the histories that tests/test_replay.py replays.
+
+Run against a live stack after a deliberate change to a workflow (one that old
+histories need not replay, else use `workflow.patched`):
+
+    CONJURE_HOME=/tmp/rec .venv/bin/python -m tests.record_histories
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from cli.api import AsyncConjure
+from workflows import keys
+
+HERE = Path(__file__).with_name("histories")
+
+
+async def main() -> None:
+    c = AsyncConjure()
+    client = await c.client()
+    with tempfile.TemporaryDirectory() as tmp:
+        first = await c.run("echo hello world! > foo.txt", cwd=Path(tmp))
+        await first.wait()
+        second = await c.run(
+            "cat foo.txt; exit 3", mounts=[f"runs/{first.id}/foo.txt:foo.txt"], cwd=Path(tmp)
+        )
+        await second.wait()
+    for name, wf_id in [
+        ("run_complete", keys.run_workflow_id(first.id)),
+        ("run_failed_with_mount", keys.run_workflow_id(second.id)),
+        ("counter", keys.COUNTER_WORKFLOW_ID),
+        ("pool", keys.POOL_WORKFLOW_ID),
+    ]:
+        history = await client.get_workflow_handle(wf_id).fetch_history()
+        (HERE / f"{name}.json").write_text(history.to_json())
+        print(f"recorded {name} ({len(history.events)} events)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
