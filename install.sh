@@ -106,6 +106,9 @@ stamp="$(sha256sum pyproject.toml | cut -d' ' -f1) extras=${EXTRAS}"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] && .venv/bin/python -c 'import infra.base_image' >/dev/null 2>&1; then
   say "conjure already installed in .venv (${target})"
 else
+  # An old pip (23.x, as venv bundles it) gives up on the boto3/aiobotocore pins of the aws extra.
+  say "upgrading pip in .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   say "pip install -e '${target}'"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e "$target"
   printf '%s\n' "$stamp" >"$stamp_file"

@@ -30,6 +30,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.code import package_code
@@ -322,10 +323,8 @@ class AsyncConjure:
                     ]
                 ),
             )
-        except RPCError as e:
-            if e.status != RPCStatusCode.ALREADY_EXISTS:
-                raise
-            # A retried submission whose run already finished: same run, not a second one.
+        except WorkflowAlreadyStartedError:
+            pass  # a retried submission whose run already finished: same run, not a second one
         return AsyncRun(self, run_id)
 
     async def get(self, run_id: int) -> AsyncRun:

@@ -164,10 +164,12 @@ class RunWorkflow:
                 return await self._halt_before_running(prepared)
 
             self._set_state(RunState.MOUNTING)
-            mounted = await self._step(
-                "mount_resources", MountInput(run_id=run_id, mounts=spec.mounts), MountResult,
-                timeout=timedelta(hours=6),
-            )
+            mounted = MountResult()
+            if spec.mounts:
+                mounted = await self._step(
+                    "mount_resources", MountInput(run_id=run_id, mounts=spec.mounts), MountResult,
+                    timeout=timedelta(hours=6),
+                )
             if self._halted():
                 return await self._halt_before_running(prepared)
 
