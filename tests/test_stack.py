@@ -101,3 +101,36 @@ def test_retried_submission_is_the_same_run(own_stack: dict[str, str]) -> None:
     assert a == b == c
     runs = json.loads(conjure("ls", "--json", env=own_stack).out)
     assert sum(1 for x in runs if x["command"] == "echo once") == 1
+
+
+@pytest.mark.parametrize("victim", ["worker", "temporal"])
+def test_crash_of_worker_or_server_mid_run_loses_nothing(
+    own_stack: dict[str, str], tmp_path: Path, victim: str
+) -> None:
+    """SIGKILL the control worker or the Temporal server while a run is Running; after
+    `conjure up` restarts it, the run finishes Complete with its logs and outputs."""
+    from infra import stack
+
+    settings = settings_of(own_stack)
+    r = conjure("run", "--background", "echo before; sleep 4; echo after; echo data > out.txt",
+                cwd=tmp_path, env=own_stack)  # fmt: skip
+    assert r.code == 0, r
+    n = int(r.out.strip())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        st = json.loads(conjure("status", str(n), "--json", env=own_stack).out)
+        if st["state"] == "Running":
+            break
+        time.sleep(0.2)
+    stack.kill_for_tests(settings, victim)
+    time.sleep(1)
+    up = conjure("up", env=own_stack)
+    assert up.code == 0, up
+    assert f"started {victim}" in up.err
+    logs = conjure("logs", "-f", str(n), env=own_stack, timeout=180)
+    assert logs.code == 0, logs
+    assert logs.out == "before\nafter\n"
+    st = json.loads(conjure("status", str(n), "--json", env=own_stack).out)
+    assert st["state"] == "Complete" and st["outputs"] == 1
+    out = json.loads(conjure("ls", f"runs/{n}", "--json", env=own_stack).out)
+    assert [e["path"] for e in out] == [f"runs/{n}/out.txt"]
