@@ -100,18 +100,38 @@ fi
 
 target="."
 [ -n "$EXTRAS" ] && target=".[${EXTRAS}]"
-# Reinstall only when pyproject.toml or the extras changed.
+# Reinstall only when pyproject.toml changed or an extra is asked for that is not installed.
 stamp_file=.venv/.conjure-install
-stamp="$(sha256sum pyproject.toml | cut -d' ' -f1) extras=${EXTRAS}"
-if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] && .venv/bin/python -c 'import infra.base_image' >/dev/null 2>&1; then
+hash="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+up_to_date() {
+  local old_hash old_extras e
+  [ -f "$stamp_file" ] || return 1
+  read -r old_hash old_extras <"$stamp_file" || true
+  [ "$old_hash" = "$hash" ] || return 1
+  for e in ${EXTRAS//,/ }; do
+    case ",${old_extras}," in *",${e},"*) ;; *) return 1 ;; esac
+  done
+  .venv/bin/python -c 'import infra.base_image' >/dev/null 2>&1
+}
+if up_to_date; then
   say "conjure already installed in .venv (${target})"
 else
+  # Keep the extras installed before: pip install -e only ever adds.
+  if [ -f "$stamp_file" ]; then
+    read -r _ old_extras <"$stamp_file" || true
+    for e in ${old_extras//,/ }; do
+      [[ "$e" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || continue
+      case ",${EXTRAS}," in *",${e},"*) ;; *) EXTRAS="${EXTRAS:+${EXTRAS},}${e}" ;; esac
+    done
+    target="."
+    [ -n "$EXTRAS" ] && target=".[${EXTRAS}]"
+  fi
   # An old pip (23.x, as venv bundles it) gives up on the boto3/aiobotocore pins of the aws extra.
   say "upgrading pip in .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   say "pip install -e '${target}'"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e "$target"
-  printf '%s\n' "$stamp" >"$stamp_file"
+  printf '%s %s\n' "$hash" "$EXTRAS" >"$stamp_file"
 fi
 
 # 4. Base image ------------------------------------------------------------------------
