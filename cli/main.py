@@ -80,6 +80,7 @@ def _emit_log(line: LogLine) -> None:
         click.echo(line.text, err=True)
     else:
         click.echo(line.text)
+        sys.stdout.flush()  # keep the program's lines in order with the state lines
 
 
 # --- the group --------------------------------------------------------------------
