@@ -69,6 +69,7 @@ class LogWriter:
         self.last_flushed: dict[str, int] = {}  # stream -> time of the last line stored
         self._last_chunk = 0
         self._closed = threading.Event()
+        self._started = time.monotonic()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
@@ -114,8 +115,16 @@ class LogWriter:
         with self.lock:
             self._flush_locked()
 
+    def _interval(self) -> float:
+        """Flush often while someone is likely watching the start, then less often,
+        so a long run makes thousands of chunks, not millions."""
+        age = time.monotonic() - self._started
+        if age < 30:
+            return self.FLUSH_SECONDS
+        return 1.0 if age < 600 else 5.0
+
     def _loop(self) -> None:
-        while not self._closed.wait(self.FLUSH_SECONDS):
+        while not self._closed.wait(self._interval()):
             try:
                 self.flush()
             except Exception:  # the store is briefly unreachable: keep buffering

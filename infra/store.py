@@ -97,20 +97,19 @@ class Store:
             raise StoreError(f"{key} does not exist") from None
 
     def ls(self, prefix: str = "") -> list[Entry]:
+        """The entries directly below prefix; a file lists as itself."""
         path = self._path(prefix) if prefix else self.root
         try:
+            if prefix and self.fs.isfile(path):
+                return [Entry(clean_key(prefix), int(self.fs.info(path).get("size") or 0), False)]
             infos = self.fs.ls(path, detail=True)
         except FileNotFoundError:
             raise StoreError(f"{prefix or '/'} does not exist") from None
-        out = []
-        for info in infos:
-            name = info["name"]
-            key = self._key(name)
-            if key == clean_key(prefix) if prefix else False:  # a file listed by its own name
-                out.append(Entry(key, int(info.get("size") or 0), False))
-                continue
-            out.append(Entry(key, int(info.get("size") or 0), info.get("type") == "directory"))
-        return sorted(out, key=lambda e: e.key)
+        out = [
+            Entry(self._key(i["name"]), int(i.get("size") or 0), i.get("type") == "directory")
+            for i in infos
+        ]
+        return sorted((e for e in out if e.key), key=lambda e: e.key)
 
     def walk(self, prefix: str) -> Iterator[Entry]:
         """Every file at or below prefix (a file prefix yields itself)."""
