@@ -8,6 +8,8 @@ in the store afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -27,6 +29,7 @@ from docker.types import Mount
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from infra import env_build
 from infra.base_image import ensure_base_image
 from infra.config import Settings
 from infra.logs import LogWriter, RateLimiter
@@ -44,6 +47,8 @@ from workflows.models import (
     MountResult,
     PrepareInput,
     PrepareResult,
+    PushInput,
+    PushResult,
     SaveInput,
     SaveResult,
 )
@@ -164,26 +169,64 @@ class MachineActivities:
     @activity.defn(name="ensure_environment")
     def ensure_environment(self, inp: EnvInput) -> EnvResult:
         writer = LogWriter(self.store, inp.run_id, "build")
+        log = _heartbeating(writer)
         try:
+
+            def ensure_base() -> bool:
+                try:
+                    self.docker.images.get(inp.base_image)
+                    return True
+                except docker.errors.ImageNotFound:
+                    writer.note(f"[conjure] building the base image {inp.base_image}")
+                try:
+                    ensure_base_image(
+                        self.docker,
+                        inp.base_image,
+                        pull=self.settings.base_image_pull,
+                        mirror=self.settings.debian_mirror,
+                        ca_bundle=self.settings.ca_bundle_path,
+                        cache_dir=self.settings.home / "cache",
+                        log=log,
+                    )
+                except Exception as e:
+                    raise _user_error(f"building the base image failed: {e}", "BuildFailed")
+                return False
+
             try:
-                self.docker.images.get(inp.base_image)
-                cached = True
-            except docker.errors.ImageNotFound:
-                cached = False
-                writer.note(f"[conjure] building the base image {inp.base_image}")
-            try:
-                ensure_base_image(
-                    self.docker,
-                    inp.base_image,
-                    pull=self.settings.base_image_pull,
-                    mirror=self.settings.debian_mirror,
-                    ca_bundle=self.settings.ca_bundle_path,
-                    cache_dir=self.settings.home / "cache",
-                    log=lambda line: (writer.note(line), activity.heartbeat()),
-                )
-            except Exception as e:
-                raise _user_error(f"building the base image failed: {e}", "BuildFailed")
-            return EnvResult(image=inp.base_image, cached=cached)
+                with _heartbeat_while_running():
+                    out = env_build.ensure_environment(
+                        self.docker,
+                        inp.spec,
+                        base_image=inp.base_image,
+                        ensure_base=ensure_base,
+                        registry=inp.registry,
+                        ca_bundle=self.settings.ca_bundle_path,
+                        work_dir=self.dir / "cache" / "env",
+                        log=log,
+                    )
+            except env_build.EnvError as e:
+                raise _user_error(str(e), "BuildFailed")
+            if out.source == "cached" and inp.spec.tag:
+                writer.note(f"[conjure] environment cached: {out.image}")
+            return EnvResult(
+                image=out.image, cached=out.source == "cached", source=out.source, push=out.push
+            )
+        finally:
+            writer.close()
+
+    @activity.defn(name="push_environment")
+    def push_environment(self, inp: PushInput) -> PushResult:
+        writer = LogWriter(self.store, inp.run_id, "push")
+        try:
+            writer.note(f"[conjure] pushing {inp.image}")
+            with _heartbeat_while_running():
+                env_build.push_image(self.docker, inp.image, _heartbeating(writer))
+            writer.note(f"[conjure] pushed {inp.image}")
+            return PushResult(image=inp.image, pushed=True)
+        except env_build.EnvError as e:
+            # The run's result does not depend on the push: say so and go on.
+            writer.note(f"[conjure] {e}")
+            return PushResult(image=inp.image, pushed=False, detail=str(e))
         finally:
             writer.close()
 
@@ -407,12 +450,42 @@ class MachineActivities:
             self.machine_ready,
             self.prepare_workspace,
             self.ensure_environment,
+            self.push_environment,
             self.mount_resources,
             self.execute,
             self.signal_container,
             self.save_outputs,
             self.cleanup_workspace,
         ]
+
+
+def _heartbeating(writer: LogWriter):  # type: ignore[no-untyped-def]
+    def log(line: str) -> None:
+        writer.note(line)
+        with contextlib.suppress(Exception):
+            activity.heartbeat()
+
+    return log
+
+
+@contextlib.contextmanager
+def _heartbeat_while_running(every: float = 10.0):  # type: ignore[no-untyped-def]
+    """Heartbeat from a side thread while a long, possibly quiet step runs."""
+    done = threading.Event()
+    ctx = contextvars.copy_context()
+
+    def beat() -> None:
+        while not done.wait(every):
+            with contextlib.suppress(Exception):
+                activity.heartbeat()
+
+    t = threading.Thread(target=ctx.run, args=(beat,), daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join(timeout=every + 1)
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:

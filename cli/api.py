@@ -35,7 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from cli.code import package_code
 from cli.mounts import parse_mount
-from infra import stack
+from infra import environment, stack
 from infra.catalog import UnknownMachineType, load_catalog, lookup
 from infra.config import Settings, get_settings
 from infra.errors import ConjureError, UsageError
@@ -47,6 +47,7 @@ from workflows.counter import CounterWorkflow
 from workflows.models import (
     AllocateInput,
     CounterState,
+    EnvSpec,
     MachineType,
     PoolConfig,
     PoolInput,
@@ -96,6 +97,23 @@ def check_docker(settings: Settings) -> None:
             f"the Docker engine is not reachable ({first[:160]}); start it "
             "(./install.sh does) or set DOCKER_HOST"
         ) from None
+
+
+def check_local_image(settings: Settings, image: str) -> None:
+    """--docker-image on the local provider: present or pullable, with a shell and Python."""
+    import docker
+
+    from infra import env_build
+
+    client = docker.DockerClient(base_url=settings.docker_host) if settings.docker_host else docker.from_env()
+    if not env_build.image_exists(client, image):
+        reason = env_build.try_pull(client, image, lambda line: None)
+        if reason is not None:
+            raise UsageError(f"--docker-image: {image} is neither on this machine nor pullable: {reason}")
+    try:
+        env_build.check_custom_image(client, image)
+    except env_build.EnvError as e:
+        raise UsageError(f"--docker-image: {e}") from None
 
 
 class AsyncRun:
@@ -250,6 +268,13 @@ class AsyncConjure:
         cwd: Path | None = None,
         request_id: str | None = None,
         warn: Any = None,
+        apt: Sequence[str] = (),
+        pip: Sequence[str] = (),
+        pip_req: Path | str | None = None,
+        conda_file: Path | str | None = None,
+        docker_image: str | None = None,
+        framework: str | None = None,
+        deps_from_env: bool = False,
     ) -> AsyncRun:
         """Validate, package the code, allocate an ID and start the run workflow."""
         if not command or not command.strip():
@@ -261,8 +286,14 @@ class AsyncConjure:
                 ch.isalnum() or ch == "_" for ch in name
             ):
                 raise UsageError(f"--env: {name!r} is not a valid variable name")
+        env_spec = self.environment(
+            apt=apt, pip=pip, pip_req=pip_req, conda_file=conda_file, docker_image=docker_image,
+            framework=framework, deps_from_env=deps_from_env, warn=warn,
+        )  # fmt: skip
         if self.settings.provider == "local":
             check_docker(self.settings)
+            if env_spec.docker_image:
+                check_local_image(self.settings, env_spec.docker_image)
         await self.client()  # unreachable server: fail before uploading anything
         packaged = package_code(
             self.store, cwd or Path.cwd(), include_uncommitted=self.settings.include_uncommitted
@@ -293,14 +324,55 @@ class AsyncConjure:
             mounts=mount_specs,
             env=env,
             request_id=request_id or uuid.uuid4().hex,
+            environment=env_spec,
         )
         options = RunOptions(
+            registry=self.settings.registry,
             base_image=self.settings.base_image,
             log_lines_per_window=self.settings.log_lines_per_window,
             log_window_seconds=self.settings.log_window_seconds,
             stop_grace_seconds=self.settings.stop_grace_seconds,
         )
         return await self.submit(spec, options)
+
+    def environment(
+        self,
+        *,
+        apt: Sequence[str] = (),
+        pip: Sequence[str] = (),
+        pip_req: Path | str | None = None,
+        conda_file: Path | str | None = None,
+        docker_image: str | None = None,
+        framework: str | None = None,
+        deps_from_env: bool = False,
+        warn: Any = None,
+    ) -> EnvSpec:
+        """Validate the environment flags and name the image (UsageError on a bad value)."""
+        local = environment.deps_from_env() if deps_from_env else None
+        if local is not None and warn:
+            n = len(local.pip)
+            what = f"{n} package(s)" if local.pip else "a conda environment file"
+            warn(f"--deps-from-env: {what} from the {local.source}")
+        return environment.build_env_spec(
+            base_image=self.settings.base_image,
+            docker_image=docker_image,
+            framework=framework,
+            apt=apt,
+            pip=pip,
+            pip_req=Path(pip_req) if pip_req else None,
+            conda_file=Path(conda_file) if conda_file else None,
+            local=local,
+            frameworks=self.frameworks,
+            registry=self.settings.registry,
+            ca_digest=environment.file_digest(self.settings.ca_bundle_path),
+        )
+
+    @property
+    def frameworks(self) -> dict[str, environment.Framework]:
+        try:
+            return environment.load_frameworks(self.settings.home / "config.toml")
+        except UsageError as e:
+            raise ConjureError(f"the framework catalog is invalid: {e}") from None
 
     async def submit(self, spec: RunSpec, options: RunOptions | None = None) -> AsyncRun:
         client = await self.client()

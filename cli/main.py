@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from cli.api import AsyncConjure, AsyncRun, RunSummary
+from cli.env_cmds import env_options, register_env_commands
 from infra.config import get_settings
 from infra.errors import ConjureError, UsageError
 from infra.logs import LogLine, LogReader
@@ -157,6 +158,7 @@ def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE", help="Set a variable.")
 @click.option("-b", "--background", is_flag=True, help="Print the run id and return at once.")
+@env_options
 @aio
 async def run(
     command: tuple[str, ...],
@@ -164,6 +166,7 @@ async def run(
     mounts: tuple[str, ...],
     env: tuple[str, ...],
     background: bool,
+    **env_flags: Any,
 ) -> None:
     """Run COMMAND on a machine: `conjure run "python train.py"`."""
     c = _api()
@@ -175,6 +178,7 @@ async def run(
         mounts=mounts,
         env=envs,
         warn=lambda w: info(f"⚠️  {w}"),
+        **env_flags,
     )
     _say_started(c)
     global _current_run
@@ -217,6 +221,10 @@ def _print_transition(st: RunStatus, prev: RunState, new: RunState) -> None:
             extra = f" ({how} {st.machine_id}, {st.spec.machine_type.name})"
         if prev == RunState.BUILDING and st.image_cached is not None:
             extra = " (environment cached)" if st.image_cached else " (environment built)"
+            if st.image_source == "pulled":
+                extra = f" (environment pulled from the registry: {st.image})"
+        if prev == RunState.PUSHING and st.image_pushed is not None:
+            extra = f" (pushed {st.image})" if st.image_pushed else " (the push failed, see the log)"
         info(f"✨ {STATE_WORDS[prev]}… done{extra}")
     if new == RunState.RUNNING:
         info("✨ Run is running")
@@ -384,6 +392,9 @@ async def machines(as_json: bool) -> None:
         )
     if view.queue:
         click.echo(f"{len(view.queue)} run(s) waiting for a machine")
+
+
+register_env_commands(cli, _api)
 
 
 # --- entry point ---------------------------------------------------------------------------

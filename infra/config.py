@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     debian_mirror: str = ""  # empty: the one apt uses on this host
     ca_bundle: Path | None = None  # empty: the host bundle if it exists
     docker_host: str = ""  # empty: DOCKER_HOST or the local socket
+    registry: str = ""  # HOST[:PORT]: push built environments, pull missing ones
 
     # Runs.
     include_uncommitted: bool = True

@@ -67,6 +67,25 @@ class MountSpec(BaseModel):
     dest: str  # absolute path inside the container
 
 
+class EnvSpec(BaseModel):
+    """The run's environment, validated by the client (infra/environment.py).
+
+    User values never become Dockerfile text: they are written as data files into
+    the build context. `tag` is the content hash the client computed; empty means
+    the base image is used as it is.
+    """
+
+    docker_image: str = ""  # --docker-image: the base instead of Conjure's
+    framework: str = "default"
+    framework_pip: list[str] = Field(default_factory=list)  # the framework's packages
+    apt: list[str] = Field(default_factory=list)
+    pip: list[str] = Field(default_factory=list)
+    pip_req: str = ""  # normalised contents of the --pip-req file
+    conda_file: str = ""  # normalised contents of the --conda-file (YAML)
+    framework_tag: str = ""  # the framework image (empty: none, FROM the base)
+    tag: str = ""  # the environment image (empty: the base or framework image as is)
+
+
 class RunSpec(BaseModel):
     command: str
     machine_type: MachineType
@@ -74,6 +93,7 @@ class RunSpec(BaseModel):
     mounts: list[MountSpec] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     request_id: str = ""
+    environment: EnvSpec = Field(default_factory=EnvSpec)
 
 
 class RunOptions(BaseModel):
@@ -84,6 +104,7 @@ class RunOptions(BaseModel):
     log_window_seconds: float = 10.0
     stop_grace_seconds: float = 30.0
     execute_heartbeat_seconds: float = 20.0
+    registry: str = ""  # push built environments there, pull missing ones from there
 
 
 class RunInput(BaseModel):
@@ -109,6 +130,8 @@ class RunStatus(BaseModel):
     exit_code: int | None = None
     image: str | None = None
     image_cached: bool | None = None
+    image_source: str = ""  # cached, built, pulled (from the registry) or base
+    image_pushed: bool | None = None
     reason: str = ""
     outputs: int = 0
     output_bytes: int = 0
@@ -254,11 +277,26 @@ class PrepareResult(BaseModel):
 class EnvInput(BaseModel):
     run_id: int
     base_image: str
+    spec: EnvSpec = Field(default_factory=EnvSpec)
+    registry: str = ""
 
 
 class EnvResult(BaseModel):
     image: str
     cached: bool
+    source: str = ""  # cached, built, pulled, base
+    push: bool = False  # built here with a registry configured: push it
+
+
+class PushInput(BaseModel):
+    run_id: int
+    image: str
+
+
+class PushResult(BaseModel):
+    image: str
+    pushed: bool = True
+    detail: str = ""
 
 
 class Bind(BaseModel):

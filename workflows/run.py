@@ -30,6 +30,8 @@ with workflow.unsafe.imports_passed_through():
         MountResult,
         PrepareInput,
         PrepareResult,
+        PushInput,
+        PushResult,
         ReleaseRequest,
         RunInput,
         RunState,
@@ -67,6 +69,7 @@ class RunWorkflow:
         self.lease_error: str | None = None
         self.stop_requested = False
         self.kill_requested = False
+        self._push: workflow.ActivityHandle[PushResult] | None = None
 
     # --- messages -------------------------------------------------------------------
 
@@ -102,6 +105,7 @@ class RunWorkflow:
                 run_workflow_id=workflow.info().workflow_id,
                 run_id=inp.run_id,
                 machine_type=inp.spec.machine_type,
+                image_hint=inp.spec.environment.tag or inp.spec.environment.docker_image or None,
             ),
         )
         await workflow.wait_condition(
@@ -154,12 +158,20 @@ class RunWorkflow:
             )
             env = await self._step(
                 "ensure_environment",
-                EnvInput(run_id=run_id, base_image=opts.base_image),
+                EnvInput(
+                    run_id=run_id,
+                    base_image=opts.base_image,
+                    spec=spec.environment,
+                    registry=opts.registry,
+                ),
                 EnvResult,
                 timeout=timedelta(hours=2),
             )
             self.status.image = env.image
             self.status.image_cached = env.cached
+            self.status.image_source = env.source
+            if env.push:  # started now, awaited in Pushing
+                self._push = self._start_push(env.image)
             if self._halted():
                 return await self._halt_before_running(prepared)
 
@@ -196,6 +208,7 @@ class RunWorkflow:
 
             await self._save(prepared)
             self._set_state(RunState.PUSHING)
+            await self._await_push()
             await self._cleanup(run_id)
             if self.stop_requested:
                 return RunState.STOPPED, "stopped"
@@ -277,6 +290,28 @@ class RunWorkflow:
         )
         self.status.outputs = saved.files
         self.status.output_bytes = saved.bytes
+
+    def _start_push(self, image: str) -> workflow.ActivityHandle[PushResult]:
+        assert self.lease is not None
+        return workflow.start_activity(
+            "push_environment",
+            PushInput(run_id=self.inp.run_id, image=image),
+            result_type=PushResult,
+            task_queue=self.lease.task_queue,
+            schedule_to_start_timeout=PICKUP_TIMEOUT,
+            start_to_close_timeout=timedelta(hours=1),
+            heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=STEP_RETRY,
+        )
+
+    async def _await_push(self) -> None:
+        if self._push is None:
+            return
+        try:
+            pushed = await self._push
+            self.status.image_pushed = pushed.pushed
+        except ActivityError:
+            self.status.image_pushed = False
 
     async def _halt_before_running(self, prepared: PrepareResult) -> tuple[RunState, str]:
         await self._cleanup(self.inp.run_id)
