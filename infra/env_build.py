@@ -195,32 +195,34 @@ def check_custom_image(client: docker.DockerClient, image: str) -> None:
     """A custom image must have /bin/sh (commands run with `sh -c`) and Python 3
     (Conjure's metrics helper and --pip need it)."""
     probe = "command -v python3 >/dev/null 2>&1 || command -v python >/dev/null 2>&1 || exit 41"
+    no_shell = f"image {image} has no shell /bin/sh; Conjure runs commands with sh -c"
     try:
-        out = client.containers.run(
-            image,
-            ["-c", probe],
-            entrypoint="/bin/sh",
-            network_mode="host",
-            remove=True,
-            user="root",
+        c = client.containers.create(
+            image, ["-c", probe], entrypoint="/bin/sh", network_mode="host", user="0"
         )
-        del out
-    except docker.errors.ContainerError as e:
-        if e.exit_status == 41:
-            raise EnvError(
-                f"image {image} has no Python (python3 or python on PATH); Conjure needs it "
-                "for its metrics helper and for --pip"
-            ) from None
-        if e.exit_status in (126, 127):
-            raise EnvError(f"image {image} has no shell /bin/sh; Conjure runs commands with sh -c")
-        raise EnvError(f"image {image} failed its check (exit {e.exit_status})") from None
     except docker.errors.APIError as e:
-        text = str(e.explanation or e)
-        if "no such file" in text.lower() or "executable file not found" in text.lower():
-            raise EnvError(
-                f"image {image} has no shell /bin/sh; Conjure runs commands with sh -c"
-            ) from None
-        raise
+        raise EnvError(f"image {image} cannot be started: {e.explanation or e}") from None
+    try:
+        try:
+            c.start()
+        except docker.errors.APIError as e:
+            text = str(e.explanation or e).lower()
+            if "no such file" in text or "not found" in text:
+                raise EnvError(no_shell) from None
+            raise EnvError(f"image {image} cannot be started: {e.explanation or e}") from None
+        code = int(c.wait(timeout=120).get("StatusCode", -1))
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            c.remove(force=True)
+    if code == 41:
+        raise EnvError(
+            f"image {image} has no Python (python3 or python on PATH); Conjure needs it "
+            "for its metrics helper and for --pip"
+        )
+    if code in (126, 127):
+        raise EnvError(no_shell)
+    if code != 0:
+        raise EnvError(f"image {image} failed its check (sh -c exited {code})")
 
 
 @contextlib.contextmanager
