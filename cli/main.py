@@ -323,7 +323,9 @@ async def status(run_id: int, as_json: bool) -> None:
         how = "reused idle machine" if st.reused_machine else "new machine"
         click.echo(f"  machine:      {st.machine_id} ({how})")
     if st.image:
-        click.echo(f"  image:        {st.image}" + (" (cached)" if st.image_cached else ""))
+        how = st.image_source or ("cached" if st.image_cached else "")
+        pushed = ", pushed" if st.image_pushed else ""
+        click.echo(f"  image:        {st.image}" + (f" ({how}{pushed})" if how else ""))
     if st.exit_code is not None:
         click.echo(f"  exit code:    {st.exit_code}")
     if st.state.final:
