@@ -236,6 +236,7 @@ def _lock(path: pathlib.Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")
 
 
@@ -279,7 +280,7 @@ def docker_build(
                 pending += chunk["stream"]
                 *lines, pending = pending.split("\n")
                 for line in lines:
-                    line = line.rstrip("\r")
+                    line = _ANSI.sub("", line).rstrip("\r")
                     if not line.strip():
                         continue
                     m = _STEP.match(line.strip())
@@ -288,9 +289,10 @@ def docker_build(
                     tail.append(line)
                     log(line)
             elif "error" in chunk:
-                if pending.strip():
-                    tail.append(pending.strip())
-                    log(pending.strip())
+                rest = _ANSI.sub("", pending).strip()
+                if rest:
+                    tail.append(rest)
+                    log(rest)
                 error = str(chunk["error"]).strip()
                 log(f"[conjure] build failed: {error}")
                 raise EnvError(f"{step or 'the build'} failed: {_summary(error, list(tail))}")
