@@ -269,3 +269,27 @@ def test_push_then_pull_on_another_machine(
     assert st2["image_pushed"] is None  # pulled, not built: nothing to push
     log = conjure("logs", str(run_id_of(second.err)))
     assert f"environment pulled from {registry}" in log.out + log.err
+
+
+def test_deps_from_env_end_to_end(conjure_stack: Settings, tmp_path: Path) -> None:
+    """A real virtual environment's top-level package ends up in the run; --pip wins."""
+    import sys
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "python-dateutil"],
+                   check=True, capture_output=True)  # fmt: skip
+    env = {"VIRTUAL_ENV": str(venv)}
+    os.environ["VIRTUAL_ENV"] = str(venv)
+    try:
+        spec = AsyncConjure(get_settings()).environment(deps_from_env=True, pip=["six==1.16.0"])
+    finally:
+        del os.environ["VIRTUAL_ENV"]
+    assert [p.split("==")[0].lower() for p in spec.pip] == ["python-dateutil", "six"]
+    forget(spec.tag)
+    r = conjure("run", "--deps-from-env", "--pip", "six==1.16.0",
+                "python3 -c 'import dateutil, six; print(six.__version__)'", cwd=tmp_path, env=env)  # fmt: skip
+    assert r.code == 0, r
+    assert r.out == "1.16.0\n"
+    assert "--deps-from-env: 1 package(s) from the virtual environment" in r.err
+    assert status(run_id_of(r.err))["image"] == spec.tag
