@@ -34,6 +34,7 @@ from infra.base_image import ensure_base_image
 from infra.config import Settings
 from infra.logs import LogWriter, RateLimiter
 from infra.providers.local import MACHINE_LABEL
+from infra.secrets import load_secrets
 from infra.store import Store, StoreError
 from workflows.models import (
     Bind,
@@ -268,12 +269,14 @@ class MachineActivities:
             return ExecuteResult.model_validate_json(result_file.read_text())
         details = activity.info().heartbeat_details
         since: dict[str, int] = dict(details[0]) if details else {}
-        container = self._container(inp)
+        secrets = load_secrets(self.store, inp.secrets_key)
+        container = self._container(inp, secrets)
         writer = LogWriter(
             self.store,
             inp.run_id,
             "run",
             RateLimiter(inp.log_lines_per_window, inp.log_window_seconds),
+            redact=list(secrets.values()),
         )
         followers = [
             threading.Thread(
@@ -314,7 +317,7 @@ class MachineActivities:
         container.remove(force=True)
         return result
 
-    def _container(self, inp: ExecuteInput):  # type: ignore[no-untyped-def]
+    def _container(self, inp: ExecuteInput, secrets: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
         name = self.container_name(inp.run_id)
         try:
             return self.docker.containers.get(name)
@@ -328,6 +331,7 @@ class MachineActivities:
             "CONJURE_MACHINE_ID": self.machine_id,
             "PYTHONUNBUFFERED": "1",
             **inp.env,
+            **(secrets or {}),
         }
         kwargs: dict[str, object] = {}
         if inp.cpus:

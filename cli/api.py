@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,13 +34,14 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli.code import package_code
+from cli.code import package_code, package_github
 from cli.mounts import parse_mount
 from infra import environment, stack
 from infra.catalog import UnknownMachineType, load_catalog, lookup
 from infra.config import Settings, get_settings
 from infra.errors import ConjureError, UsageError
 from infra.logs import LogLine, LogReader
+from infra.secrets import REDACTED, SECRETS_ROOT, is_secret, split_env, store_secrets
 from infra.store import Entry, Store, StoreError, open_store
 from infra.temporal import ServerUnreachable, make_client
 from workflows import keys
@@ -49,6 +51,7 @@ from workflows.models import (
     CounterState,
     EnvSpec,
     MachineType,
+    MountSpec,
     PoolConfig,
     PoolInput,
     PoolView,
@@ -70,6 +73,7 @@ class RunSummary:
     command: str
     created: datetime | None
     ended: datetime | None
+    pipeline_id: int | None = None
 
     @property
     def duration(self) -> float | None:
@@ -182,6 +186,27 @@ class AsyncRun:
         except StoreError:
             return []
 
+    def metrics(self) -> list[dict[str, Any]]:
+        """The run's metrics: `metrics/<N>/` JSON lines ({name, value, step, t}); [] if none."""
+        try:
+            entries = sorted(self._c.store.walk(f"metrics/{self.id}"), key=lambda e: e.key)
+        except StoreError:
+            return []
+        out: list[dict[str, Any]] = []
+        for e in entries:
+            try:
+                data = self._c.store.read_bytes(e.key)
+            except StoreError:
+                continue
+            for raw in data.decode(errors="replace").splitlines():
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    out.append(obj)
+        return out
+
 
 class AsyncConjure:
     def __init__(self, settings: Settings | None = None, *, autostart: bool = True) -> None:
@@ -268,6 +293,51 @@ class AsyncConjure:
         cwd: Path | None = None,
         request_id: str | None = None,
         warn: Any = None,
+        github_url: str | None = None,
+        github_ref: str | None = None,
+        commit_ref: str | None = None,
+        **env_flags: Any,
+    ) -> AsyncRun:
+        """Validate, package the code, allocate an ID and start the run workflow."""
+        spec = await self.build_spec(
+            command,
+            machine_type=machine_type,
+            mounts=mounts,
+            env=env,
+            cwd=cwd,
+            request_id=request_id,
+            warn=warn,
+            github_url=github_url,
+            github_ref=github_ref,
+            commit_ref=commit_ref,
+            **env_flags,
+        )
+        return await self.submit(spec, self.run_options())
+
+    def run_options(self) -> RunOptions:
+        return RunOptions(
+            registry=self.settings.registry,
+            base_image=self.settings.base_image,
+            log_lines_per_window=self.settings.log_lines_per_window,
+            log_window_seconds=self.settings.log_window_seconds,
+            stop_grace_seconds=self.settings.stop_grace_seconds,
+        )
+
+    async def build_spec(
+        self,
+        command: str,
+        *,
+        machine_type: str | None = None,
+        mounts: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        request_id: str | None = None,
+        warn: Any = None,
+        github_url: str | None = None,
+        github_ref: str | None = None,
+        commit_ref: str | None = None,
+        step_refs: set[str] | None = None,
+        code: Any = None,
         apt: Sequence[str] = (),
         pip: Sequence[str] = (),
         pip_req: Path | str | None = None,
@@ -275,8 +345,12 @@ class AsyncConjure:
         docker_image: str | None = None,
         framework: str | None = None,
         deps_from_env: bool = False,
-    ) -> AsyncRun:
-        """Validate, package the code, allocate an ID and start the run workflow."""
+    ) -> RunSpec:
+        """Validate, package the code and keep the secrets: the spec of one run.
+
+        step_refs: in a pipeline, the step names a mount may name as `{steps.NAME}`.
+        code: an already packaged CodeSpec (pipelines package the code once).
+        """
         if not command or not command.strip():
             raise UsageError("the command is empty")
         mtype = self.machine_type(machine_type)
@@ -295,45 +369,137 @@ class AsyncConjure:
             if env_spec.docker_image:
                 check_local_image(self.settings, env_spec.docker_image)
         await self.client()  # unreachable server: fail before uploading anything
-        packaged = package_code(
-            self.store, cwd or Path.cwd(), include_uncommitted=self.settings.include_uncommitted
+        if code is None:
+            code = self.package(
+                cwd, github_url=github_url, github_ref=github_ref, commit_ref=commit_ref,
+                warn=warn,
+            )  # fmt: skip
+        mount_specs = self.parse_mounts(mounts, code, step_refs=step_refs)
+        request_id = request_id or uuid.uuid4().hex
+        shown, secret = split_env(env)
+        secrets_key = store_secrets(self.store, request_id, secret)
+        return RunSpec(
+            command=command,
+            machine_type=mtype,
+            code=code,
+            mounts=mount_specs,
+            env=shown,
+            request_id=request_id,
+            secrets_key=secrets_key,
+            environment=env_spec,
         )
+
+    def package(
+        self,
+        cwd: Path | None = None,
+        *,
+        github_url: str | None = None,
+        github_ref: str | None = None,
+        commit_ref: str | None = None,
+        warn: Any = None,
+    ) -> Any:
+        """The run's code: the working tree, a commit of it, or a git URL."""
+        if github_url and commit_ref:
+            raise UsageError("--github-url and --commit-ref cannot be combined")
+        if github_ref and not github_url:
+            raise UsageError("--github-ref needs --github-url")
+        if github_url:
+            packaged = package_github(self.store, github_url, github_ref)
+        else:
+            packaged = package_code(
+                self.store,
+                cwd or Path.cwd(),
+                include_uncommitted=self.settings.include_uncommitted,
+                commit_ref=commit_ref,
+            )
         for w in packaged.warnings:
             if warn:
                 warn(w)
-        code = packaged.code
+        return packaged.code
+
+    def parse_mounts(
+        self, mounts: Sequence[str], code: Any, *, step_refs: set[str] | None = None
+    ) -> list[MountSpec]:
+        from workflows.pipeline_models import step_ref
+
         workdir = "/conjure" + (f"/{code.repo_name}" if code.repo_name else "") + (
             f"/{code.relative_cwd}" if code.relative_cwd else ""
         )
-        mount_specs = [parse_mount(m, workdir) for m in mounts]
-        for m in mount_specs:
+        mount_specs = []
+        for text in mounts:
+            ref = step_ref(text.strip())
+            if ref is not None and step_refs is not None:
+                if ref[0] not in step_refs:
+                    raise UsageError(f"--mount {text!r}: there is no step {ref[0]!r}")
+                # Parse as a run's output, then put the step reference back.
+                prefix = f"{{steps.{ref[0]}}}"
+                m = parse_mount("runs/0" + text.strip()[len(prefix) :], workdir)
+                m.source = prefix + m.source[len("runs/0") :]
+                mount_specs.append(m)
+                continue
+            m = parse_mount(text, workdir)
             try:
                 found = next(iter(self.store.walk(m.source)), None)
             except StoreError:
                 found = None
             if found is None:
                 raise UsageError(f"--mount: {m.source} does not exist")
+            mount_specs.append(m)
         dests = [m.dest for m in mount_specs]
         if len(set(dests)) != len(dests):
             raise UsageError("--mount: two mounts have the same destination")
+        return mount_specs
 
-        spec = RunSpec(
-            command=command,
-            machine_type=mtype,
+    async def rerun(
+        self,
+        run_id: int,
+        command: str | None = None,
+        *,
+        machine_type: str | None = None,
+        mounts: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+        github_url: str | None = None,
+        github_ref: str | None = None,
+        commit_ref: str | None = None,
+        cwd: Path | None = None,
+        warn: Any = None,
+    ) -> AsyncRun:
+        """A new run with run_id's spec; flags given here override it.
+
+        Secret values are not kept for reruns: a SECRET* variable that is not given
+        again is `<REDACTED>` in the new run (as Spell does)."""
+        old = (await AsyncRun(self, run_id).status()).spec
+        merged = {**old.env, **(env or {})}
+        missing = [k for k, v in merged.items() if is_secret(k) and v == REDACTED]
+        if missing and warn:
+            warn(
+                f"{', '.join(missing)} not given again: the new run gets <REDACTED> "
+                "(pass --env NAME=VALUE to set it)"
+            )
+        given = {k: v for k, v in merged.items() if not (is_secret(k) and v == REDACTED)}
+        if github_url or commit_ref:
+            code = self.package(
+                cwd, github_url=github_url, github_ref=github_ref, commit_ref=commit_ref,
+                warn=warn,
+            )  # fmt: skip
+        else:
+            if github_ref:
+                raise UsageError("--github-ref needs --github-url")
+            code = old.code
+        if mounts is None:
+            mount_texts = [f"{m.source}:{m.dest}" for m in old.mounts]
+        else:
+            mount_texts = list(mounts)
+        spec = await self.build_spec(
+            command or old.command,
+            machine_type=machine_type or old.machine_type.name,
+            mounts=mount_texts,
+            env=given,
             code=code,
-            mounts=mount_specs,
-            env=env,
-            request_id=request_id or uuid.uuid4().hex,
-            environment=env_spec,
         )
-        options = RunOptions(
-            registry=self.settings.registry,
-            base_image=self.settings.base_image,
-            log_lines_per_window=self.settings.log_lines_per_window,
-            log_window_seconds=self.settings.log_window_seconds,
-            stop_grace_seconds=self.settings.stop_grace_seconds,
-        )
-        return await self.submit(spec, options)
+        spec.env.update({k: REDACTED for k in missing})
+        spec.environment = old.environment
+        return await self.submit(spec, self.run_options())
 
     def environment(
         self,
@@ -424,6 +590,7 @@ class AsyncConjure:
                     command=sa.get(keys.COMMAND) or "",
                     created=wf.start_time,
                     ended=ended,
+                    pipeline_id=sa.get(keys.PIPELINE_ID),
                 )
             )
         out.sort(key=lambda r: r.run_id, reverse=True)
@@ -444,6 +611,8 @@ class AsyncConjure:
 
     def cp(self, resource: str, dest: Path) -> int:
         src = resource.strip("/")
+        if src.split("/", 1)[0] == SECRETS_ROOT:
+            raise ConjureError("secrets are not readable through the CLI")
         entries = list(self.store.walk(src))
         if not entries:
             raise ConjureError(f"{resource} does not exist")
@@ -476,6 +645,9 @@ class Run:
     def outputs(self) -> list[Entry]:
         return self._inner.outputs()
 
+    def metrics(self) -> list[dict[str, Any]]:
+        return self._inner.metrics()
+
     def logs(self, follow: bool = False) -> Iterator[LogLine]:
         agen = self._inner.logs(follow=follow)
         while True:
@@ -500,6 +672,20 @@ class Conjure:
 
     def get(self, run_id: int) -> Run:
         return Run(self, self._sync(self.aio.get(run_id)))
+
+    def rerun(self, run_id: int, command: str | None = None, **kwargs: Any) -> Run:
+        return Run(self, self._sync(self.aio.rerun(run_id, command, **kwargs)))
+
+    def pipeline(self, steps: Sequence[Any], *, name: str = "", **kwargs: Any) -> Any:
+        """Start a pipeline of `Step`s (cli.pipelines.Step); returns a Pipeline handle."""
+        from cli.pipelines import Pipeline, run_pipeline
+
+        return Pipeline(self, self._sync(run_pipeline(self.aio, steps, name=name, **kwargs)))
+
+    def get_pipeline(self, pipeline_id: int) -> Any:
+        from cli.pipelines import Pipeline, get_pipeline
+
+        return Pipeline(self, self._sync(get_pipeline(self.aio, pipeline_id)))
 
     def list_runs(self, limit: int = 50) -> list[RunSummary]:
         return self._sync(self.aio.list_runs(limit))

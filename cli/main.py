@@ -158,6 +158,9 @@ def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE", help="Set a variable.")
 @click.option("-b", "--background", is_flag=True, help="Print the run id and return at once.")
+@click.option("--github-url", metavar="URL", help="Take the code from this git repository.")
+@click.option("--github-ref", metavar="REF", help="Branch, tag or commit of --github-url.")
+@click.option("--commit-ref", metavar="REF", help="Take the code from this local commit.")
 @env_options
 @aio
 async def run(
@@ -166,6 +169,9 @@ async def run(
     mounts: tuple[str, ...],
     env: tuple[str, ...],
     background: bool,
+    github_url: str | None = None,
+    github_ref: str | None = None,
+    commit_ref: str | None = None,
     **env_flags: Any,
 ) -> None:
     """Run COMMAND on a machine: `conjure run "python train.py"`."""
@@ -178,8 +184,15 @@ async def run(
         mounts=mounts,
         env=envs,
         warn=lambda w: info(f"⚠️  {w}"),
+        github_url=github_url,
+        github_ref=github_ref,
+        commit_ref=commit_ref,
         **env_flags,
     )
+    await _follow_or_detach(c, handle, background)
+
+
+async def _follow_or_detach(c: AsyncConjure, handle: AsyncRun, background: bool) -> None:
     _say_started(c)
     global _current_run
     _current_run = handle.id
@@ -261,6 +274,7 @@ def _summary_json(r: RunSummary) -> dict[str, Any]:
         "created": r.created.isoformat() if r.created else None,
         "ended": r.ended.isoformat() if r.ended else None,
         "duration": r.duration,
+        "pipeline": r.pipeline_id,
     }
 
 
@@ -319,6 +333,15 @@ async def status(run_id: int, as_json: bool) -> None:
     click.echo(f"Run {st.run_id}: {st.state.value}" + (f" ({st.reason})" if st.reason else ""))
     click.echo(f"  command:      {st.spec.command}")
     click.echo(f"  machine type: {st.spec.machine_type.name}")
+    if st.spec.pipeline_id is not None:
+        click.echo(f"  pipeline:     {st.spec.pipeline_id} (step {st.spec.pipeline_step})")
+    if st.spec.code.github_url:
+        ref = f" @ {st.spec.code.ref}" if st.spec.code.ref else ""
+        click.echo(f"  code:         {st.spec.code.github_url}{ref} ({st.spec.code.commit})")
+    elif st.spec.code.commit:
+        click.echo(f"  code:         commit {st.spec.code.commit}")
+    for name, value in st.spec.env.items():
+        click.echo(f"  env:          {name}={value}")
     if st.machine_id:
         how = "reused idle machine" if st.reused_machine else "new machine"
         click.echo(f"  machine:      {st.machine_id} ({how})")
@@ -359,6 +382,11 @@ def cp(resource: str, dest: Path) -> None:
     n = c.cp(resource, dest)
     info(f"copied {resource} to {dest} ({n} bytes)")
 
+
+from cli.pipeline_cmd import pipeline, rerun  # noqa: E402
+
+cli.add_command(rerun)
+cli.add_command(pipeline)
 
 # --- machines ---------------------------------------------------------------------------
 

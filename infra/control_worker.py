@@ -11,14 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.worker import Worker
 
+from activities.pipeline import PipelineActivities
 from activities.provider import ProviderActivities
 from infra.config import Settings
 from infra.temporal import make_client
 from workflows.counter import CounterWorkflow
+from workflows.pipeline import PipelineWorkflow
 from workflows.pool import PoolWorkflow
 from workflows.run import RunWorkflow
 
-WORKFLOWS = [RunWorkflow, PoolWorkflow, CounterWorkflow]
+WORKFLOWS = [RunWorkflow, PoolWorkflow, CounterWorkflow, PipelineWorkflow]
 
 
 def build_worker(client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:  # type: ignore[no-untyped-def]
@@ -26,7 +28,7 @@ def build_worker(client, settings: Settings, executor: ThreadPoolExecutor) -> Wo
         client,
         task_queue=settings.control_task_queue,
         workflows=WORKFLOWS,
-        activities=ProviderActivities(settings).all(),
+        activities=ProviderActivities(settings).all() + PipelineActivities(client, settings).all(),
         activity_executor=executor,
     )
 

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from infra.secrets import redact as redact_values
 from infra.store import Store
 
 
@@ -57,9 +58,16 @@ class LogWriter:
     FLUSH_LINES = 2000
 
     def __init__(
-        self, store: Store, run_id: int, phase: str, limiter: RateLimiter | None = None
+        self,
+        store: Store,
+        run_id: int,
+        phase: str,
+        limiter: RateLimiter | None = None,
+        redact: list[str] | None = None,
     ) -> None:
         self.store = store
+        # Secret values, longest first, replaced by <REDACTED> before a line is stored.
+        self.redact = sorted({v for v in redact or [] if v}, key=len, reverse=True)
         self.prefix = f"logs/{run_id}"
         self.phase = phase
         self.limiter = limiter
@@ -75,6 +83,8 @@ class LogWriter:
 
     def add(self, stream: str, text: str, t: int | None = None) -> None:
         t = t if t is not None else time.time_ns()
+        if self.redact:
+            text = redact_values(text, self.redact)
         with self.lock:
             if self.limiter is not None and stream != "c":
                 if not self.limiter.allow(time.monotonic()):

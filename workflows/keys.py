@@ -6,6 +6,7 @@ RUN_ID = SearchAttributeKey.for_int("ConjureRunId")
 STATE = SearchAttributeKey.for_keyword("ConjureState")
 MACHINE_TYPE = SearchAttributeKey.for_keyword("ConjureMachineType")
 COMMAND = SearchAttributeKey.for_text("ConjureCommand")
+PIPELINE_ID = SearchAttributeKey.for_int("ConjurePipelineId")
 
 # name -> type, as `temporal server start-dev --search-attribute NAME=TYPE` takes them.
 SEARCH_ATTRIBUTES = {
@@ -13,10 +14,16 @@ SEARCH_ATTRIBUTES = {
     "ConjureState": "Keyword",
     "ConjureMachineType": "Keyword",
     "ConjureCommand": "Text",
+    "ConjurePipelineId": "Int",
 }
 
 COUNTER_WORKFLOW_ID = "conjure-run-counter"
 POOL_WORKFLOW_ID = "conjure-pool"
+PIPELINE_COUNTER_WORKFLOW_ID = "conjure-pipeline-counter"
+
+
+def pipeline_workflow_id(pipeline_id: int) -> str:
+    return f"pipeline-{pipeline_id}"
 
 
 def run_workflow_id(run_id: int) -> str:

@@ -60,6 +60,8 @@ class CodeSpec(BaseModel):
     repo_name: str | None = None  # the container working dir is /conjure/<repo_name>
     relative_cwd: str = ""  # the user's cwd relative to the repository root
     commit: str | None = None
+    github_url: str | None = None  # --github-url: the code is that repository's tree
+    ref: str | None = None  # --github-ref / --commit-ref as the user gave it
 
 
 class MountSpec(BaseModel):
@@ -91,9 +93,12 @@ class RunSpec(BaseModel):
     machine_type: MachineType
     code: CodeSpec = Field(default_factory=CodeSpec)
     mounts: list[MountSpec] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)  # SECRET* values are "<REDACTED>"
     request_id: str = ""
     environment: EnvSpec = Field(default_factory=EnvSpec)
+    secrets_key: str | None = None  # secrets/<request id>.json: the real SECRET* values
+    pipeline_id: int | None = None  # set on the runs of a pipeline
+    pipeline_step: str = ""
 
 
 class RunOptions(BaseModel):
@@ -327,6 +332,7 @@ class ExecuteInput(BaseModel):
     memory_gb: float = 0
     log_lines_per_window: int = 1000
     log_window_seconds: float = 10.0
+    secrets_key: str | None = None
 
 
 class ExecuteResult(BaseModel):

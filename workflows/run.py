@@ -199,6 +199,7 @@ class RunWorkflow:
                     memory_gb=spec.machine_type.memory_gb,
                     log_lines_per_window=opts.log_lines_per_window,
                     log_window_seconds=opts.log_window_seconds,
+                    secrets_key=spec.secrets_key,
                 )
             )
             self.status.exit_code = result.exit_code

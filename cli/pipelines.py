@@ -1,0 +1,344 @@
+"""Pipelines from Python or YAML: a graph of steps, each an ordinary run.
+
+    from cli.api import Conjure
+    from cli.pipelines import Step
+
+    p = Conjure().pipeline([
+        Step("prepare", "python prepare.py"),
+        Step("train", "python train.py", mounts=["{steps.prepare}/data:/mnt/data"]),
+    ])
+    print(p.id, p.wait().state)
+
+A mount naming `{steps.NAME}` makes the step depend on NAME (as does `depends_on`).
+The pipeline runs as the workflow `pipeline-<P>` (workflows/pipeline.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from infra.errors import ConjureError, UsageError
+from workflows import keys
+from workflows.counter import CounterWorkflow
+from workflows.models import AllocateInput, CounterState
+from workflows.pipeline import PipelineWorkflow
+from workflows.pipeline_models import (
+    PipelineInput,
+    PipelineState,
+    PipelineStatus,
+    PipelineStep,
+    StepState,
+    step_ref,
+)
+
+STEP_KEYS = {
+    "command", "depends_on", "machine_type", "mounts", "env", "github_url", "github_ref",
+    "commit_ref",
+}  # fmt: skip
+
+
+@dataclass
+class Step:
+    name: str
+    command: str
+    depends_on: list[str] = field(default_factory=list)
+    machine_type: str | None = None
+    mounts: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    github_url: str | None = None
+    github_ref: str | None = None
+    commit_ref: str | None = None
+
+
+def load_yaml(path: Path) -> tuple[str, list[Step]]:
+    """A pipeline file:
+
+        name: train-model            # optional
+        steps:
+          prepare:
+            command: python prepare.py
+          train:
+            command: python train.py
+            machine_type: cpu-big
+            mounts: ["{steps.prepare}/data:/mnt/data"]
+            env: {EPOCHS: "3"}
+          evaluate:
+            command: python evaluate.py
+            depends_on: [train]
+    """
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("steps"), dict) or not doc["steps"]:
+        raise UsageError(f"{path}: expected a mapping with `steps:`, a mapping of step names")
+    steps = []
+    for name, body in doc["steps"].items():
+        if isinstance(body, str):
+            body = {"command": body}
+        if not isinstance(body, dict) or not isinstance(body.get("command"), str):
+            raise UsageError(f"{path}: step {name!r} needs a `command:`")
+        unknown = set(body) - STEP_KEYS
+        if unknown:
+            raise UsageError(
+                f"{path}: step {name!r} has unknown key(s) {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(sorted(STEP_KEYS))})"
+            )
+        deps = body.get("depends_on") or []
+        if isinstance(deps, str):
+            deps = [deps]
+        mounts = body.get("mounts") or []
+        if isinstance(mounts, str):
+            mounts = [mounts]
+        env = body.get("env") or {}
+        if not isinstance(env, dict):
+            raise UsageError(f"{path}: step {name!r}: `env:` must be a mapping NAME: VALUE")
+        steps.append(
+            Step(
+                name=str(name),
+                command=body["command"],
+                depends_on=[str(d) for d in deps],
+                machine_type=body.get("machine_type"),
+                mounts=[str(m) for m in mounts],
+                env={str(k): str(v) for k, v in env.items()},
+                github_url=body.get("github_url"),
+                github_ref=body.get("github_ref"),
+                commit_ref=body.get("commit_ref"),
+            )
+        )
+    return str(doc.get("name") or path.stem), steps
+
+
+def check_graph(steps: Sequence[Step]) -> dict[str, list[str]]:
+    """Step name -> its dependencies (declared plus those its mounts name); no cycles."""
+    names = [s.name for s in steps]
+    if not steps:
+        raise UsageError("a pipeline needs at least one step")
+    for n in names:
+        if not n or not all(ch.isalnum() or ch in "-_" for ch in n):
+            raise UsageError(f"step name {n!r}: use letters, digits, '-' and '_'")
+    if len(set(names)) != len(names):
+        raise UsageError("two steps have the same name")
+    deps: dict[str, list[str]] = {}
+    for s in steps:
+        d = list(dict.fromkeys(s.depends_on))
+        for m in s.mounts:
+            ref = step_ref(m.strip())
+            if ref is not None and ref[0] not in d:
+                d.append(ref[0])
+        for x in d:
+            if x not in names:
+                raise UsageError(f"step {s.name!r} depends on {x!r}, which is not a step")
+            if x == s.name:
+                raise UsageError(f"step {s.name!r} depends on itself")
+        deps[s.name] = d
+    seen: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> None:
+        if seen.get(n) == 2:
+            return
+        if seen.get(n) == 1:
+            raise UsageError(f"the steps depend on each other in a cycle: {' -> '.join(path + [n])}")
+        seen[n] = 1
+        for x in deps[n]:
+            visit(x, path + [n])
+        seen[n] = 2
+
+    for n in names:
+        visit(n, [])
+    return deps
+
+
+class AsyncPipeline:
+    def __init__(self, conjure: Any, pipeline_id: int) -> None:
+        self._c = conjure
+        self.id = pipeline_id
+
+    @property
+    def workflow_id(self) -> str:
+        return keys.pipeline_workflow_id(self.id)
+
+    async def _handle(self) -> Any:
+        return (await self._c.client()).get_workflow_handle(self.workflow_id)
+
+    async def _query(self, q: Any) -> Any:
+        try:
+            return await (await self._handle()).query(q)
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                raise ConjureError(f"pipeline {self.id} does not exist") from None
+            raise
+
+    async def status(self) -> PipelineStatus:
+        return await self._query(PipelineWorkflow.status)
+
+    async def definition(self) -> PipelineInput:
+        return await self._query(PipelineWorkflow.definition)
+
+    async def wait(self) -> PipelineStatus:
+        await self.status()
+        return await (await self._handle()).result()
+
+    async def stop(self) -> PipelineStatus:
+        st = await self.status()
+        if st.state != PipelineState.RUNNING:
+            raise ConjureError(f"pipeline {self.id} is already {st.state.value}")
+        await (await self._handle()).signal(PipelineWorkflow.stop)
+        return st
+
+    def run(self, step: str, status: PipelineStatus) -> Any:
+        from cli.api import AsyncRun
+
+        for s in status.steps:
+            if s.name == step and s.run_id is not None:
+                return AsyncRun(self._c, s.run_id)
+        raise ConjureError(f"step {step!r} of pipeline {self.id} has no run")
+
+
+class Pipeline:
+    """Synchronous handle on a pipeline (see AsyncPipeline)."""
+
+    def __init__(self, conjure: Any, inner: AsyncPipeline) -> None:
+        self._c = conjure
+        self._inner = inner
+        self.id = inner.id
+
+    def status(self) -> PipelineStatus:
+        return self._c._sync(self._inner.status())
+
+    def wait(self) -> PipelineStatus:
+        return self._c._sync(self._inner.wait())
+
+    def stop(self) -> PipelineStatus:
+        return self._c._sync(self._inner.stop())
+
+    def run(self, step: str) -> Any:
+        from cli.api import Run
+
+        return Run(self._c, self._inner.run(step, self.status()))
+
+
+async def allocate_pipeline_id(c: Any, request_id: str) -> int:
+    client = await c.client()
+    start = WithStartWorkflowOperation(
+        CounterWorkflow.run,
+        CounterState(),
+        id=keys.PIPELINE_COUNTER_WORKFLOW_ID,
+        task_queue=c.settings.control_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    result = await client.execute_update_with_start_workflow(
+        CounterWorkflow.allocate,
+        AllocateInput(request_id=request_id),
+        start_workflow_operation=start,
+    )
+    return result.run_id
+
+
+async def run_pipeline(
+    c: Any,
+    steps: Sequence[Step],
+    *,
+    name: str = "",
+    cwd: Path | None = None,
+    warn: Any = None,
+) -> AsyncPipeline:
+    """Validate every step, package the code once, start `pipeline-<P>`."""
+    deps = check_graph(steps)
+    request_id = uuid.uuid4().hex
+    default_code = None
+    specs = []
+    for s in steps:
+        code = None
+        if not (s.github_url or s.commit_ref):
+            if default_code is None:
+                default_code = c.package(cwd, warn=warn)
+            code = default_code
+        spec = await c.build_spec(
+            s.command,
+            machine_type=s.machine_type,
+            mounts=s.mounts,
+            env=s.env,
+            cwd=cwd,
+            request_id=f"{request_id}-{s.name}",
+            github_url=s.github_url,
+            github_ref=s.github_ref,
+            commit_ref=s.commit_ref,
+            step_refs=set(deps[s.name]),
+            code=code,
+            warn=warn,
+        )
+        specs.append(PipelineStep(name=s.name, spec=spec, depends_on=deps[s.name]))
+    return await _start(c, PipelineInput(pipeline_id=0, name=name, steps=specs), request_id)
+
+
+async def _start(c: Any, inp: PipelineInput, request_id: str) -> AsyncPipeline:
+    client = await c.client()
+    await c.ensure_pool()
+    pid = await allocate_pipeline_id(c, request_id)
+    inp = inp.model_copy(
+        update={
+            "pipeline_id": pid,
+            "options": c.run_options(),
+            "pool_workflow_id": keys.POOL_WORKFLOW_ID,
+        }
+    )
+    try:
+        await client.start_workflow(
+            PipelineWorkflow.run,
+            inp,
+            id=keys.pipeline_workflow_id(pid),
+            task_queue=c.settings.control_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes([SearchAttributePair(keys.PIPELINE_ID, pid)]),
+        )
+    except RPCError as e:
+        if e.status != RPCStatusCode.ALREADY_EXISTS:
+            raise
+    return AsyncPipeline(c, pid)
+
+
+async def get_pipeline(c: Any, pipeline_id: int) -> AsyncPipeline:
+    p = AsyncPipeline(c, pipeline_id)
+    await p.status()
+    return p
+
+
+async def resume_pipeline(c: Any, pipeline_id: int) -> tuple[AsyncPipeline, list[str]]:
+    """A new pipeline with P's steps that reruns only those that did not complete,
+    reusing the runs (and so the outputs) of those that did. Returns it and the
+    names of the steps reused."""
+    old = AsyncPipeline(c, pipeline_id)
+    st = await old.status()
+    if st.state == PipelineState.RUNNING:
+        raise ConjureError(f"pipeline {pipeline_id} is still running")
+    if st.state == PipelineState.COMPLETE:
+        raise ConjureError(f"pipeline {pipeline_id} is complete: nothing to resume")
+    definition = await old.definition()
+    reuse = {
+        s.name: s.run_id
+        for s in st.steps
+        if s.state == StepState.COMPLETE and s.run_id is not None
+    }
+    inp = definition.model_copy(update={"reuse": reuse, "resumed_from": pipeline_id})
+    new = await _start(c, inp, uuid.uuid4().hex)
+    return new, sorted(reuse)
