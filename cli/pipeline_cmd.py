@@ -35,7 +35,7 @@ def _api() -> AsyncConjure:
     return AsyncConjure(get_settings())
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+@click.command()
 @click.argument("run_id", type=int)
 @click.argument("command", nargs=-1)
 @click.option("-t", "--machine-type", help="Another machine type.")
@@ -62,7 +62,8 @@ async def rerun(
 ) -> None:
     """Start a new run with RUN_ID's spec; COMMAND and the flags override it.
 
-    SECRET* variables are not carried over: give them again with --env."""
+    SECRET* variables are not carried over: give them again with --env. Quote
+    COMMAND, or put it after `--` when it has options of its own."""
     from cli.main import _follow_or_detach, _parse_env
 
     c = _api()

@@ -3,6 +3,7 @@ point against the real stack (Temporal dev server, control worker, local machine
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -27,7 +28,23 @@ def workflow_history(settings: Settings, workflow_id: str) -> str:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout) > 1000  # a real history, not an error message
-    return proc.stdout
+    # Payloads are base64 in this JSON (as the Web UI gets them): decode every one.
+    decoded: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "data" and isinstance(v, str):
+                    decoded.append(base64.b64decode(v).decode(errors="replace"))
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(json.loads(proc.stdout))
+    assert any('"command"' in d for d in decoded)  # the run's input, decoded
+    return proc.stdout + "\n".join(decoded)
 
 
 def test_split_env_and_log_writer_redact(tmp_path: Path) -> None:
