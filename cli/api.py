@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -144,7 +145,8 @@ class AsyncRun:
             raise
 
     async def wait(self, poll: float = 0.5) -> RunStatus:
-        handle = await self._handle()
+        client = await self._c.client()
+        handle = client.get_workflow_handle(self.workflow_id, result_type=RunStatus)
         try:
             return await handle.result()
         except RPCError as e:
@@ -661,11 +663,15 @@ class Conjure:
     """Synchronous API: `Conjure().run("python train.py").wait()`."""
 
     def __init__(self, settings: Settings | None = None, *, autostart: bool = True) -> None:
+        # Its own event loop on a thread: works in plain scripts and where a loop is
+        # already running (Jupyter, async code) alike.
         self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
         self.aio = AsyncConjure(settings, autostart=autostart)
 
     def _sync(self, coro):  # type: ignore[no-untyped-def]
-        return self._loop.run_until_complete(coro)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def run(self, command: str, **kwargs: Any) -> Run:
         return Run(self, self._sync(self.aio.run(command, **kwargs)))
@@ -691,4 +697,5 @@ class Conjure:
         return self._sync(self.aio.list_runs(limit))
 
     def close(self) -> None:
-        self._loop.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)

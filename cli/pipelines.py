@@ -195,7 +195,9 @@ class AsyncPipeline:
 
     async def wait(self) -> PipelineStatus:
         await self.status()
-        return await (await self._handle()).result()
+        client = await self._c.client()
+        handle = client.get_workflow_handle(self.workflow_id, result_type=PipelineStatus)
+        return await handle.result()
 
     async def stop(self) -> PipelineStatus:
         st = await self.status()
