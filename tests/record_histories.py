@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from cli.api import AsyncConjure
+from cli.pipelines import Step, run_pipeline
 from workflows import keys
 
 HERE = Path(__file__).with_name("histories")
@@ -28,11 +29,24 @@ async def main() -> None:
             "cat foo.txt; exit 3", mounts=[f"runs/{first.id}/foo.txt:foo.txt"], cwd=Path(tmp)
         )
         await second.wait()
+        pipeline = await run_pipeline(
+            c,
+            [
+                Step("prepare", "mkdir -p data && echo raw > data/x.txt"),
+                Step("train", "cat /mnt/data/x.txt", mounts=["{steps.prepare}/data:/mnt/data"]),
+                Step("evaluate", "exit 1", depends_on=["prepare"]),
+                Step("report", "true", depends_on=["evaluate"]),
+            ],
+            name="recorded",
+            cwd=Path(tmp),
+        )
+        await pipeline.wait()
     for name, wf_id in [
         ("run_complete", keys.run_workflow_id(first.id)),
         ("run_failed_with_mount", keys.run_workflow_id(second.id)),
         ("counter", keys.COUNTER_WORKFLOW_ID),
         ("pool", keys.POOL_WORKFLOW_ID),
+        ("pipeline", keys.pipeline_workflow_id(pipeline.id)),
     ]:
         history = await client.get_workflow_handle(wf_id).fetch_history()
         (HERE / f"{name}.json").write_text(history.to_json())
