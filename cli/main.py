@@ -303,6 +303,8 @@ async def ls_cmd(path: str, as_json: bool, limit: int) -> None:
     for r in runs:
         dur = r.duration if r.ended else ((now - r.created).total_seconds() if r.created else None)
         cmd = r.command if len(r.command) <= 50 else r.command[:47] + "..."
+        if r.pipeline_id is not None:
+            cmd += f"  (pipeline {r.pipeline_id})"
         click.echo(
             f"{r.run_id:>5}  {r.state:<11}  {r.machine_type:<8}  {_fmt_time(r.created):<19}  "
             f"{_fmt_duration(dur):>9}  {cmd}"

@@ -68,6 +68,8 @@ def test_three_step_pipeline_from_yaml(conjure_stack: Settings, tmp_path: Path) 
     assert train["spec"]["pipeline_id"] == pid and train["spec"]["pipeline_step"] == "train"
     ls = json.loads(conjure("ls", "--json").out)
     assert {r["id"] for r in ls if r["pipeline"] == pid} == set(runs.values())
+    human_ls = conjure("ls").out.splitlines()
+    assert [ln for ln in human_ls if f"(pipeline {pid})" in ln][0].split()[0] == str(runs["evaluate"])
     assert conjure("ls", f"runs/{runs['evaluate']}").out.strip().endswith("score.txt")
     human = conjure("pipeline", "status", str(pid))
     assert "evaluate" in human.out and str(runs["evaluate"]) in human.out
