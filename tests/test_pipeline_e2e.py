@@ -109,6 +109,9 @@ def test_failed_step_then_resume(conjure_stack: Settings, tmp_path: Path) -> Non
         StepState.COMPLETE, StepState.COMPLETE, StepState.FAILED, StepState.SKIPPED,
     ]  # fmt: skip
     assert s1["train"].run_state == "Failed" and s1["evaluate"].run_id is None
+    # The independent steps ran side by side: each started before the other ended.
+    prep, side = (c.get(s1[n].run_id).status() for n in ("prepare", "side"))
+    assert prep.created < side.ended and side.created < prep.ended
     assert "no flag" in "".join(line.text for line in p.run("train").logs())
 
     not_yet = conjure("pipeline", "resume", "999999")
