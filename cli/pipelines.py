@@ -47,7 +47,7 @@ from workflows.pipeline_models import (
 
 STEP_KEYS = {
     "command", "depends_on", "machine_type", "mounts", "env", "github_url", "github_ref",
-    "commit_ref",
+    "commit_ref", "apt", "pip", "framework", "docker_image",
 }  # fmt: skip
 
 
@@ -62,6 +62,18 @@ class Step:
     github_url: str | None = None
     github_ref: str | None = None
     commit_ref: str | None = None
+    apt: list[str] = field(default_factory=list)
+    pip: list[str] = field(default_factory=list)
+    framework: str | None = None
+    docker_image: str | None = None
+
+
+def _strings(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
 
 
 def load_yaml(path: Path) -> tuple[str, list[Step]]:
@@ -122,6 +134,10 @@ def load_yaml(path: Path) -> tuple[str, list[Step]]:
                 github_url=body.get("github_url"),
                 github_ref=body.get("github_ref"),
                 commit_ref=body.get("commit_ref"),
+                apt=_strings(body.get("apt")),
+                pip=_strings(body.get("pip")),
+                framework=body.get("framework"),
+                docker_image=body.get("docker_image"),
             )
         )
     return str(doc.get("name") or path.stem), steps
@@ -287,6 +303,10 @@ async def run_pipeline(
             step_refs=set(deps[s.name]),
             code=code,
             warn=warn,
+            apt=s.apt,
+            pip=s.pip,
+            framework=s.framework,
+            docker_image=s.docker_image,
         )
         specs.append(PipelineStep(name=s.name, spec=spec, depends_on=deps[s.name]))
     return await _start(c, PipelineInput(pipeline_id=0, name=name, steps=specs), request_id)

@@ -213,6 +213,8 @@ def test_pipeline_definitions_checked(tmp_path: Path) -> None:
     name, steps = load_yaml(f)
     assert name == "train-model" and [s.name for s in steps] == ["prepare", "train", "evaluate"]
     assert steps[1].env == {"EPOCHS": "3", "SECRET_API_KEY": "pipeline-s3cr3t-key"}
+    f.write_text("steps:\n  a:\n    command: x\n    pip: six==1.17.0\n    apt: [jq]\n")
+    assert load_yaml(f)[1][0].pip == ["six==1.17.0"] and load_yaml(f)[1][0].apt == ["jq"]
     f.write_text("steps:\n  a:\n    command: x\n    colour: red\n")
     bad = conjure("pipeline", "run", str(f))
     assert bad.code == 2 and "unknown key(s) colour" in bad.err, bad
