@@ -18,6 +18,7 @@ import subprocess
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -29,10 +30,17 @@ from docker.types import Mount
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from activities.run_control import (
+    container_sampler,
+    log_tail_details,
+    read_halt,
+    write_halt,
+)
 from infra import env_build
 from infra.base_image import ensure_base_image
 from infra.config import Settings
-from infra.logs import LogWriter, RateLimiter
+from infra.logs import LogWriter, RateLimiter, stored_until
+from infra.metrics import MetricsPump, Point, ensure_file
 from infra.providers.local import MACHINE_LABEL
 from infra.secrets import load_secrets
 from infra.store import Store, StoreError
@@ -57,6 +65,24 @@ from workflows.models import (
 CONTAINER_ROOT = "/conjure"
 RUN_LABEL = "org.conjure.run"
 IMAGE_LABEL = "org.conjure.env"
+# Bound read-write into every run: the metrics file and the helper module's folder.
+CONTAINER_META = "/run/conjure"
+
+# The command runs under Docker's init (tini, PID 1: reaps zombies, forwards signals)
+# and this shell, which runs it in its own session and passes SIGTERM/SIGINT on to that
+# whole process group, then waits while any process of it is still finishing (a
+# trainer writing its last checkpoint), so `conjure stop` reaches every process of
+# `sh -c "…"` and not just the shell. $1 is the user's command.
+RUN_WRAPPER = r"""
+setsid sh -c "$1" &
+child=$!
+trap 'kill -TERM -"$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null' TERM
+trap 'kill -INT -"$child" 2>/dev/null || kill -INT "$child" 2>/dev/null' INT
+wait "$child"; rc=$?
+while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+while kill -0 -"$child" 2>/dev/null; do sleep 0.1; done
+exit "$rc"
+"""
 
 
 def _user_error(message: str, kind: str) -> ApplicationError:
@@ -78,8 +104,11 @@ class MachineActivities:
         store: Store,
         docker_client: docker.DockerClient,
         machine_dir: Path,
+        signal_workflow: Callable[[str, str, object], bool] | None = None,
     ) -> None:
         self.settings = settings
+        # signal_workflow(workflow_id, signal, arg) -> False when that workflow is gone.
+        self.signal_workflow = signal_workflow
         self.machine_id = machine_id
         self.store = store
         self.docker = docker_client
@@ -121,6 +150,10 @@ class MachineActivities:
 
     @activity.defn(name="prepare_workspace")
     def prepare_workspace(self, inp: PrepareInput) -> PrepareResult:
+        with _heartbeat_while_running(every=5.0):
+            return self._prepare_workspace(inp)
+
+    def _prepare_workspace(self, inp: PrepareInput) -> PrepareResult:
         ws = self.workspace(inp.run_id)
         if ws.exists():
             shutil.rmtree(ws)  # a retried attempt starts clean
@@ -170,7 +203,14 @@ class MachineActivities:
     @activity.defn(name="ensure_environment")
     def ensure_environment(self, inp: EnvInput) -> EnvResult:
         writer = LogWriter(self.store, inp.run_id, "build")
-        log = _heartbeating(writer)
+        beat = _heartbeating(writer)
+        tail: list[str] = []
+
+        def log(line: str) -> None:
+            tail.append(line)
+            del tail[:-100]
+            beat(line)
+
         try:
 
             def ensure_base() -> bool:
@@ -190,7 +230,12 @@ class MachineActivities:
                         log=log,
                     )
                 except Exception as e:
-                    raise _user_error(f"building the base image failed: {e}", "BuildFailed")
+                    raise ApplicationError(
+                        f"building the base image failed: {e}",
+                        log_tail_details(tail),
+                        type="BuildFailed",
+                        non_retryable=True,
+                    )
                 return False
 
             try:
@@ -206,7 +251,9 @@ class MachineActivities:
                         log=log,
                     )
             except env_build.EnvError as e:
-                raise _user_error(str(e), "BuildFailed")
+                raise ApplicationError(
+                    str(e), log_tail_details(tail), type="BuildFailed", non_retryable=True
+                )
             if out.source == "cached" and inp.spec.tag:
                 writer.note(f"[conjure] environment cached: {out.image}")
             return EnvResult(
@@ -235,6 +282,10 @@ class MachineActivities:
 
     @activity.defn(name="mount_resources")
     def mount_resources(self, inp: MountInput) -> MountResult:
+        with _heartbeat_while_running(every=5.0):
+            return self._mount_resources(inp)
+
+    def _mount_resources(self, inp: MountInput) -> MountResult:
         binds: list[Bind] = []
         cached: list[bool] = []
         for m in inp.mounts:
@@ -269,6 +320,9 @@ class MachineActivities:
             return ExecuteResult.model_validate_json(result_file.read_text())
         details = activity.info().heartbeat_details
         since: dict[str, int] = dict(details[0]) if details else {}
+        if activity.info().attempt > 1:  # resumed: the store knows better than the last heartbeat
+            for stream, t in stored_until(self.store, inp.run_id, "run").items():
+                since[stream] = max(since.get(stream, 0), t)
         secrets = load_secrets(self.store, inp.secrets_key)
         container = self._container(inp, secrets)
         writer = LogWriter(
@@ -286,6 +340,8 @@ class MachineActivities:
         ]
         for t in followers:
             t.start()
+        pump = self._metrics_pump(inp, container, writer).start()
+        applied: str | None = None
         try:
             while True:
                 try:
@@ -294,6 +350,7 @@ class MachineActivities:
                 except (requests.exceptions.RequestException, ConnectionError):
                     pass
                 activity.heartbeat({**since, **writer.last_flushed})
+                applied = self._apply_halt(inp.run_id, container, applied)
                 if activity.is_worker_shutdown():
                     # The agent is restarting: leave the container running; the retried
                     # attempt (on this agent's successor) picks it up again.
@@ -304,6 +361,7 @@ class MachineActivities:
             for t in followers:
                 t.join(timeout=30)
         finally:
+            pump.close()
             writer.close()
         container.reload()
         state = container.attrs.get("State", {})
@@ -317,31 +375,97 @@ class MachineActivities:
         container.remove(force=True)
         return result
 
+    def _metrics_pump(self, inp: ExecuteInput, container, writer: LogWriter) -> MetricsPump:  # type: ignore[no-untyped-def]
+        forward = None
+        if inp.metrics_workflow_id and inp.watch_metrics and self.signal_workflow is not None:
+            signal = self.signal_workflow
+
+            def forward(points: list[Point]) -> bool:
+                from workflows.stop_conditions import MetricBatch, MetricPoint
+
+                batch = MetricBatch(
+                    points=[
+                        MetricPoint(name=p.name, value=p.value, index=p.index, step=p.step)
+                        for p in points
+                    ]
+                )
+                return signal(inp.metrics_workflow_id, "metrics", batch)
+
+        return MetricsPump(
+            store=self.store,
+            run_id=inp.run_id,
+            path=self.run_dir(inp.run_id) / "meta" / "metrics.jsonl",
+            sample=container_sampler(self.docker.api, container.id)
+            if inp.hardware_metrics_seconds > 0
+            else None,
+            sample_every=inp.hardware_metrics_seconds,
+            forward=forward,
+            watch=set(inp.watch_metrics),
+            note=writer.note,
+        )
+
+    def _apply_halt(self, run_id: int, container, applied: str | None) -> str | None:  # type: ignore[no-untyped-def]
+        """Apply a stop/kill that `signal_container` recorded before the container existed."""
+        halt = read_halt(self.run_dir(run_id))
+        if halt is None or applied == "kill" or applied == halt[0]:
+            return applied
+        kind, grace = halt
+        threading.Thread(
+            target=self._signal, args=(container, kind, grace), daemon=True
+        ).start()
+        return kind
+
+    @staticmethod
+    def _signal(container, kind: str, grace: float) -> None:  # type: ignore[no-untyped-def]
+        try:
+            if kind == "kill":
+                container.kill()
+            else:
+                container.stop(timeout=max(int(round(grace)), 0))
+        except docker.errors.APIError:
+            pass  # it exited meanwhile
+
     def _container(self, inp: ExecuteInput, secrets: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
         name = self.container_name(inp.run_id)
         try:
             return self.docker.containers.get(name)
         except docker.errors.NotFound:
             pass
-        mounts = [Mount(CONTAINER_ROOT, inp.workspace, type="bind")] + [
+        meta = self.run_dir(inp.run_id) / "meta"
+        lib = meta / "lib"
+        lib.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(__file__).parent.parent / "worker_agent" / "conjure_metrics.py",
+                        lib / "conjure_metrics.py")  # fmt: skip
+        ensure_file(meta / "metrics.jsonl")
+        mounts = [
+            Mount(CONTAINER_ROOT, inp.workspace, type="bind"),
+            Mount(CONTAINER_META, str(meta), type="bind"),
+        ] + [
             Mount(b.container, b.host, type="bind", read_only=b.read_only) for b in inp.binds
         ]
         env = {
             "CONJURE_RUN_ID": str(inp.run_id),
             "CONJURE_MACHINE_ID": self.machine_id,
             "PYTHONUNBUFFERED": "1",
+            "CONJURE_METRICS_FILE": f"{CONTAINER_META}/metrics.jsonl",
             **inp.env,
             **(secrets or {}),
         }
+        # The helper module is importable in every run, after the user's own path.
+        env["PYTHONPATH"] = ":".join(
+            p for p in (inp.env.get("PYTHONPATH", ""), f"{CONTAINER_META}/lib") if p
+        )
         kwargs: dict[str, object] = {}
         if inp.cpus:
             kwargs["nano_cpus"] = int(min(inp.cpus, self.host_cpus) * 1e9)
         if inp.memory_gb:
             kwargs["mem_limit"] = int(min(inp.memory_gb * 2**30, self.host_memory))
+            kwargs["memswap_limit"] = kwargs["mem_limit"]  # the type's RAM, no swap on top
         try:
             c = self.docker.containers.create(
                 inp.image,
-                ["sh", "-c", inp.command],
+                ["sh", "-c", RUN_WRAPPER, "conjure-run", inp.command],
+                init=True,
                 name=name,
                 working_dir=inp.workdir,
                 mounts=mounts,
@@ -393,23 +517,25 @@ class MachineActivities:
 
     @activity.defn(name="signal_container")
     def signal_container(self, req: dict) -> None:
-        name = self.container_name(int(req["run_id"]))
+        run_id = int(req["run_id"])
+        kind = "kill" if req["kind"] == "kill" else "stop"
+        grace = float(req.get("grace", 30))
+        # Recorded first: if the container does not exist yet, execute applies it.
+        write_halt(self.run_dir(run_id), kind, grace)
         try:
-            c = self.docker.containers.get(name)
+            c = self.docker.containers.get(self.container_name(run_id))
         except docker.errors.NotFound:
-            return  # already gone: a repeated signal is harmless
-        try:
-            if req["kind"] == "kill":
-                c.kill()
-            else:
-                c.stop(timeout=int(req.get("grace", 30)))
-        except docker.errors.APIError:
-            pass  # it exited meanwhile
+            return  # not started yet, or already gone: a repeated signal is harmless
+        self._signal(c, kind, grace)
 
     # --- Saving ---------------------------------------------------------------------
 
     @activity.defn(name="save_outputs")
     def save_outputs(self, inp: SaveInput) -> SaveResult:
+        with _heartbeat_while_running(every=5.0):
+            return self._save_outputs(inp)
+
+    def _save_outputs(self, inp: SaveInput) -> SaveResult:
         host_workdir = self.host_path(inp.run_id, inp.workdir)
         manifest_file = self.run_dir(inp.run_id) / "manifest.json"
         before = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}

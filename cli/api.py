@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -43,6 +42,7 @@ from infra.config import Settings, get_settings
 from infra.errors import ConjureError, UsageError
 from infra.logs import LogLine, LogReader
 from infra.secrets import REDACTED, SECRETS_ROOT, is_secret, split_env, store_secrets
+from infra.metrics import Point, read_metrics
 from infra.store import Entry, Store, StoreError, open_store
 from infra.temporal import ServerUnreachable, make_client
 from workflows import keys
@@ -64,6 +64,7 @@ from workflows.models import (
 )
 from workflows.pool import PoolWorkflow
 from workflows.run import RunWorkflow
+from workflows.stop_conditions import StopCondition, StopRequest, parse_stop_condition
 
 
 @dataclass
@@ -119,6 +120,15 @@ def check_local_image(settings: Settings, image: str) -> None:
         env_build.check_custom_image(client, image)
     except env_build.EnvError as e:
         raise UsageError(f"--docker-image: {e}") from None
+def parse_stop_conditions(texts: Sequence[str]) -> list[StopCondition]:
+    """`--stop-condition` values; a malformed one is a UsageError (exit 2)."""
+    out = []
+    for text in texts:
+        try:
+            out.append(parse_stop_condition(text))
+        except ValueError as e:
+            raise UsageError(f"--stop-condition: {e}") from None
+    return out
 
 
 class AsyncRun:
@@ -154,18 +164,32 @@ class AsyncRun:
                 raise ConjureError(f"run {self.id} does not exist") from None
             raise
 
-    async def stop(self) -> RunStatus:
-        return await self._signal("stop")
+    async def stop(self, grace_seconds: float | None = None) -> RunStatus:
+        """Graceful: SIGTERM, SIGKILL after the grace period; the run still saves."""
+        return await self._signal("stop", StopRequest(grace_seconds=grace_seconds, source="cli"))
 
     async def kill(self) -> RunStatus:
-        return await self._signal("kill")
+        """At once: SIGKILL, nothing saved, the machine released."""
+        return await self._signal("kill", StopRequest(source="cli"))
 
-    async def _signal(self, name: str) -> RunStatus:
+    async def _signal(self, name: str, req: StopRequest) -> RunStatus:
+        """Signal the run's workflow (from any machine that reaches the server);
+        returns the status it had. A finished run is a ConjureError."""
         st = await self.status()
         if st.state.final:
             raise ConjureError(f"run {self.id} is already {st.state.value}")
-        await (await self._handle()).signal(name)
+        try:
+            await (await self._handle()).signal(name, req)
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:
+                raise
+            st = await self.status()  # it finished between the query and the signal
+            raise ConjureError(f"run {self.id} is already {st.state.value}") from None
         return st
+
+    def metric_series(self) -> dict[str, list[Point]]:
+        """Every metric the run logged (its own and the hardware's), by name, in order."""
+        return read_metrics(self._c.store, self.id)
 
     async def logs(self, follow: bool = False, poll: float = 0.2) -> AsyncIterator[LogLine]:
         await self.status()  # unknown run: a clear error
@@ -189,25 +213,11 @@ class AsyncRun:
             return []
 
     def metrics(self) -> list[dict[str, Any]]:
-        """The run's metrics: `metrics/<N>/` JSON lines ({name, value, step, t}); [] if none."""
-        try:
-            entries = sorted(self._c.store.walk(f"metrics/{self.id}"), key=lambda e: e.key)
-        except StoreError:
-            return []
-        out: list[dict[str, Any]] = []
-        for e in entries:
-            try:
-                data = self._c.store.read_bytes(e.key)
-            except StoreError:
-                continue
-            for raw in data.decode(errors="replace").splitlines():
-                try:
-                    obj = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(obj, dict):
-                    out.append(obj)
-        return out
+        """The run's metrics as `{name, value, step, t}` (t: seconds since the epoch), in
+        the order they were logged; [] if none. `metric_series()` groups them by name."""
+        points = [p for pts in read_metrics(self._c.store, self.id).values() for p in pts]
+        points.sort(key=lambda p: (p.t, p.name, p.index))
+        return [{"name": p.name, "value": p.value, "step": p.step, "t": p.t / 1e9} for p in points]
 
 
 class AsyncConjure:
@@ -262,6 +272,7 @@ class AsyncConjure:
                     idle_timeout_seconds=s.idle_timeout_seconds,
                     max_concurrent_runs=s.max_concurrent_runs,
                     machine_ready_timeout_seconds=s.machine_ready_timeout_seconds,
+                    health_check_seconds=s.machine_health_seconds,
                 )
             ),
             id=keys.POOL_WORKFLOW_ID,
@@ -298,9 +309,11 @@ class AsyncConjure:
         github_url: str | None = None,
         github_ref: str | None = None,
         commit_ref: str | None = None,
+        stop_conditions: Sequence[str] = (),
         **env_flags: Any,
     ) -> AsyncRun:
         """Validate, package the code, allocate an ID and start the run workflow."""
+        conditions = parse_stop_conditions(stop_conditions)  # malformed: exit 2, nothing started
         spec = await self.build_spec(
             command,
             machine_type=machine_type,
@@ -314,7 +327,7 @@ class AsyncConjure:
             commit_ref=commit_ref,
             **env_flags,
         )
-        return await self.submit(spec, self.run_options())
+        return await self.submit(spec, self.run_options(), stop_conditions=conditions)
 
     def run_options(self) -> RunOptions:
         return RunOptions(
@@ -323,6 +336,8 @@ class AsyncConjure:
             log_lines_per_window=self.settings.log_lines_per_window,
             log_window_seconds=self.settings.log_window_seconds,
             stop_grace_seconds=self.settings.stop_grace_seconds,
+            execute_heartbeat_seconds=self.settings.execute_heartbeat_seconds,
+            hardware_metrics_seconds=self.settings.hardware_metrics_seconds,
         )
 
     async def build_spec(
@@ -542,14 +557,24 @@ class AsyncConjure:
         except UsageError as e:
             raise ConjureError(f"the framework catalog is invalid: {e}") from None
 
-    async def submit(self, spec: RunSpec, options: RunOptions | None = None) -> AsyncRun:
+    async def submit(
+        self,
+        spec: RunSpec,
+        options: RunOptions | None = None,
+        stop_conditions: Sequence[StopCondition] = (),
+    ) -> AsyncRun:
         client = await self.client()
         await self.ensure_pool()
         run_id = await self.allocate_run_id(spec.request_id)
         try:
             await client.start_workflow(
                 RunWorkflow.run,
-                RunInput(run_id=run_id, spec=spec, options=options or RunOptions()),
+                RunInput(
+                    run_id=run_id,
+                    spec=spec,
+                    options=options or RunOptions(),
+                    stop_conditions=list(stop_conditions),
+                ),
                 id=keys.run_workflow_id(run_id),
                 task_queue=self.settings.control_task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -638,8 +663,11 @@ class Run:
     def wait(self) -> RunStatus:
         return self._c._sync(self._inner.wait())
 
-    def stop(self) -> RunStatus:
-        return self._c._sync(self._inner.stop())
+    def stop(self, grace_seconds: float | None = None) -> RunStatus:
+        return self._c._sync(self._inner.stop(grace_seconds))
+
+    def metric_series(self) -> dict[str, list[Point]]:
+        return self._inner.metric_series()
 
     def kill(self) -> RunStatus:
         return self._c._sync(self._inner.kill())

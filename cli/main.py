@@ -162,6 +162,11 @@ def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--github-ref", metavar="REF", help="Branch, tag or commit of --github-url.")
 @click.option("--commit-ref", metavar="REF", help="Take the code from this local commit.")
 @env_options
+@click.option(
+    "--stop-condition", "stop_conditions", multiple=True, metavar='"NAME OP VALUE[ : K]"',
+    help="Stop the run when metric NAME satisfies OP (< > <= >=) VALUE, checked from its "
+    "K-th value on (every value without K). Repeatable.",
+)  # fmt: skip
 @aio
 async def run(
     command: tuple[str, ...],
@@ -169,6 +174,7 @@ async def run(
     mounts: tuple[str, ...],
     env: tuple[str, ...],
     background: bool,
+    stop_conditions: tuple[str, ...] = (),
     github_url: str | None = None,
     github_ref: str | None = None,
     commit_ref: str | None = None,
@@ -188,6 +194,7 @@ async def run(
         github_ref=github_ref,
         commit_ref=commit_ref,
         **env_flags,
+        stop_conditions=stop_conditions,
     )
     await _follow_or_detach(c, handle, background)
 
@@ -252,6 +259,10 @@ def _print_final(st: RunStatus) -> None:
     else:
         reason = f": {st.reason}" if st.reason else ""
         info(f"💥 Run {st.run_id} {st.state.value}{reason}")
+        if st.log_tail:
+            info("💥 The log's last lines:")
+            for line in st.log_tail:
+                info(f"    {line}")
 
 
 def _exit_code(st: RunStatus) -> int:
@@ -353,6 +364,10 @@ async def status(run_id: int, as_json: bool) -> None:
         click.echo(f"  image:        {st.image}" + (f" ({how}{pushed})" if how else ""))
     if st.exit_code is not None:
         click.echo(f"  exit code:    {st.exit_code}")
+    for cond in st.stop_conditions:
+        click.echo(f"  stop when:    {cond}")
+    if st.stopped_by:
+        click.echo(f"  stopped by:   {st.stopped_by}")
     if st.state.final:
         click.echo(f"  outputs:      {st.outputs} file(s), {st.output_bytes} bytes in runs/{st.run_id}/")
     if st.created:
@@ -362,6 +377,10 @@ async def status(run_id: int, as_json: bool) -> None:
     for ch in st.timeline:
         detail = f"  {ch.detail}" if ch.detail else ""
         click.echo(f"    {_fmt_time(ch.at)}  {ch.state.value}{detail}")
+    if st.log_tail:
+        click.echo("  log (last lines):")
+        for line in st.log_tail:
+            click.echo(f"    {line}")
 
 
 @cli.command()
@@ -427,6 +446,10 @@ async def machines(as_json: bool) -> None:
 
 
 register_env_commands(cli, _api)
+from cli.control import COMMANDS as _CONTROL_COMMANDS  # noqa: E402
+
+for _cmd in _CONTROL_COMMANDS:
+    cli.add_command(_cmd)
 
 
 # --- entry point ---------------------------------------------------------------------------

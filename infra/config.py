@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     idle_timeout_seconds: float = 300.0
     max_concurrent_runs: int = 0  # 0: no limit
     machine_ready_timeout_seconds: float = 120.0
+    machine_health_seconds: float = 30.0  # how often the pool asks the provider about machines
 
     # Environment.
     base_image: str = "conjure/base:bookworm"
@@ -65,6 +66,8 @@ class Settings(BaseSettings):
     log_lines_per_window: int = 1000
     log_window_seconds: float = 10.0
     stop_grace_seconds: float = 30.0
+    execute_heartbeat_seconds: float = 20.0  # a machine silent this long: the run is Interrupted
+    hardware_metrics_seconds: float = 10.0  # CPU/memory/GPU sampling interval; 0: off
 
     @classmethod
     def settings_customise_sources(

@@ -19,8 +19,9 @@ from workflows.counter import CounterWorkflow
 from workflows.pipeline import PipelineWorkflow
 from workflows.pool import PoolWorkflow
 from workflows.run import RunWorkflow
+from workflows.stop_conditions import StopConditionWorkflow
 
-WORKFLOWS = [RunWorkflow, PoolWorkflow, CounterWorkflow, PipelineWorkflow]
+WORKFLOWS = [RunWorkflow, PoolWorkflow, CounterWorkflow, PipelineWorkflow, StopConditionWorkflow]
 
 
 def build_worker(client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:  # type: ignore[no-untyped-def]

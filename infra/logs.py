@@ -183,3 +183,31 @@ class LogReader:
                 except ValueError:
                     continue
                 yield LogLine(int(obj.get("t", 0)), obj.get("s", "o"), obj.get("l", ""))
+
+
+def stored_until(store: Store, run_id: int, phase: str, max_chunks: int = 200) -> dict[str, int]:
+    """stream -> time of the last line of `phase` the store holds (newest chunks first,
+    at most max_chunks read). A resumed follower starts after these, so an agent that
+    died between storing lines and heartbeating does not store them twice."""
+    try:
+        entries = store.ls(f"logs/{run_id}")
+    except Exception:
+        return {}
+    keys = sorted((e.key for e in entries if e.key.endswith(f"-{phase}.jsonl")), reverse=True)
+    found: dict[str, int] = {}
+    for key in keys[:max_chunks]:
+        try:
+            data = store.read_bytes(key)
+        except Exception:
+            continue
+        for raw in data.decode(errors="replace").splitlines():
+            try:
+                obj = json.loads(raw)
+                s, t = obj.get("s", "o"), int(obj.get("t", 0))
+            except (ValueError, TypeError, AttributeError):
+                continue
+            if s in ("o", "e"):
+                found[s] = max(found.get(s, 0), t)
+        if "o" in found and "e" in found:
+            break
+    return found

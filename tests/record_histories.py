@@ -15,8 +15,31 @@ from pathlib import Path
 from cli.api import AsyncConjure
 from cli.pipelines import Step, run_pipeline
 from workflows import keys
+from workflows.stop_conditions import child_workflow_id
 
 HERE = Path(__file__).with_name("histories")
+
+
+async def run_control_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, str]]:
+    """A run stopped by its stop condition (and that condition's child workflow), and
+    a killed run."""
+    script = (
+        "python3 -c \"import time; from conjure_metrics import send_metric; "
+        "[send_metric('acc', v) or time.sleep(0.3) for v in (0.9, 0.4, 0.8)]; time.sleep(60)\""
+    )
+    stopped = await c.run(script, cwd=cwd, stop_conditions=["acc < 0.5 : 2"])
+    await stopped.wait()
+    killed = await c.run("sleep 60", cwd=cwd)
+    while (await killed.status()).state.value != "Running":
+        await asyncio.sleep(0.2)
+    await killed.kill()
+    await killed.wait()
+    return [
+        ("run_stopped_by_condition", keys.run_workflow_id(stopped.id)),
+        ("stop_conditions", child_workflow_id(stopped.id)),
+        ("run_killed", keys.run_workflow_id(killed.id)),
+        ("pool_with_health_check", keys.POOL_WORKFLOW_ID),
+    ]
 
 
 async def main() -> None:
@@ -41,7 +64,8 @@ async def main() -> None:
             cwd=Path(tmp),
         )
         await pipeline.wait()
-    for name, wf_id in [
+        extra = await run_control_histories(c, Path(tmp))
+    for name, wf_id in extra + [
         ("run_complete", keys.run_workflow_id(first.id)),
         ("run_failed_with_mount", keys.run_workflow_id(second.id)),
         ("counter", keys.COUNTER_WORKFLOW_ID),

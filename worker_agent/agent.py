@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import docker
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.machine import MachineActivities
@@ -22,6 +24,25 @@ from infra.config import Settings, get_settings
 from infra.store import open_store
 from infra.temporal import make_client
 from workflows.keys import machine_task_queue
+
+
+def workflow_signaller(client: Client, loop: asyncio.AbstractEventLoop):  # type: ignore[no-untyped-def]
+    """signal(workflow_id, name, arg) for the activities' threads; False when the
+    workflow is gone (finished), an exception on a passing fault."""
+
+    def signal(workflow_id: str, name: str, arg: object) -> bool:
+        fut = asyncio.run_coroutine_threadsafe(
+            client.get_workflow_handle(workflow_id).signal(name, arg), loop
+        )
+        try:
+            fut.result(timeout=30)
+            return True
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+
+    return signal
 
 
 def docker_client(settings: Settings) -> docker.DockerClient:
@@ -42,6 +63,7 @@ async def run_agent(settings: Settings, machine_id: str) -> None:
         open_store(settings.store),
         docker_client(settings),
         settings.machines_dir / machine_id,
+        signal_workflow=workflow_signaller(client, loop),
     )
     with ThreadPoolExecutor(max_workers=32) as executor:
         worker = Worker(

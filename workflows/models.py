@@ -11,6 +11,8 @@ from enum import Enum
 
 from pydantic import BaseModel, Field
 
+from workflows.stop_conditions import StopCondition
+
 
 class RunState(str, Enum):
     REQUESTED = "Requested"
@@ -110,6 +112,7 @@ class RunOptions(BaseModel):
     stop_grace_seconds: float = 30.0
     execute_heartbeat_seconds: float = 20.0
     registry: str = ""  # push built environments there, pull missing ones from there
+    hardware_metrics_seconds: float = 10.0  # 0: no hardware metrics
 
 
 class RunInput(BaseModel):
@@ -117,6 +120,7 @@ class RunInput(BaseModel):
     spec: RunSpec
     options: RunOptions = Field(default_factory=RunOptions)
     pool_workflow_id: str = "conjure-pool"
+    stop_conditions: list[StopCondition] = Field(default_factory=list)
 
 
 class StateChange(BaseModel):
@@ -140,6 +144,9 @@ class RunStatus(BaseModel):
     reason: str = ""
     outputs: int = 0
     output_bytes: int = 0
+    stop_conditions: list[str] = Field(default_factory=list)
+    stopped_by: str = ""  # what stopped or killed the run (`conjure stop`, a stop condition…)
+    log_tail: list[str] = Field(default_factory=list)  # the failed step's log, last lines
 
     @property
     def created(self) -> datetime | None:
@@ -221,6 +228,7 @@ class PoolConfig(BaseModel):
     idle_timeout_seconds: float = 300.0
     max_concurrent_runs: int = 0
     machine_ready_timeout_seconds: float = 120.0
+    health_check_seconds: float = 30.0  # ask the provider whether machines still exist; 0: off
 
 
 class PoolState(BaseModel):
@@ -257,6 +265,14 @@ class ProvisionResult(BaseModel):
 class TerminateInput(BaseModel):
     machine_id: str
     provider: str
+
+
+class DescribeMachinesInput(BaseModel):
+    machines: list[TerminateInput] = Field(default_factory=list)
+
+
+class DescribeMachinesResult(BaseModel):
+    gone: dict[str, str] = Field(default_factory=dict)  # machine id -> what the provider says
 
 
 class MachineInfo(BaseModel):
@@ -333,6 +349,9 @@ class ExecuteInput(BaseModel):
     log_lines_per_window: int = 1000
     log_window_seconds: float = 10.0
     secrets_key: str | None = None
+    hardware_metrics_seconds: float = 10.0
+    metrics_workflow_id: str = ""  # where watched metrics are signalled (stop conditions)
+    watch_metrics: list[str] = Field(default_factory=list)
 
 
 class ExecuteResult(BaseModel):

@@ -19,6 +19,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.keys import machine_task_queue
     from workflows.models import (
         CancelLeaseRequest,
+        DescribeMachinesInput,
+        DescribeMachinesResult,
         Lease,
         LeaseRequest,
         Machine,
@@ -47,6 +49,8 @@ class PoolWorkflow:
 
     @workflow.run
     async def run(self, inp: PoolInput) -> None:
+        if self.config.health_check_seconds > 0 and workflow.patched("machine-health-check"):
+            asyncio.create_task(self._health_loop())
         while True:
             self._dispatch()
             self._expire_idle()
@@ -251,6 +255,50 @@ class PoolWorkflow:
                 and now >= m.idle_since + timedelta(seconds=self.config.idle_timeout_seconds)
             ):
                 self._start_terminate(m)
+
+    # --- machines the provider reports gone ---------------------------------------------
+
+    async def _health_loop(self) -> None:
+        """Ask the provider, now and then, whether each ready machine still exists; one
+        that is gone (a reclaimed spot instance) is dropped and terminated, and its run
+        told at once (it ends Interrupted)."""
+        every = timedelta(seconds=self.config.health_check_seconds)
+        while True:
+            await workflow.wait_condition(lambda: any(self._checkable()))
+            await workflow.sleep(every)
+            machines = list(self._checkable())
+            if not machines:
+                continue
+            try:
+                found = await workflow.execute_activity(
+                    "describe_machines",
+                    DescribeMachinesInput(
+                        machines=[TerminateInput(machine_id=m.id, provider=m.provider) for m in machines]
+                    ),
+                    result_type=DescribeMachinesResult,
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=RetryPolicy(maximum_attempts=2),
+                )
+            except ActivityError:
+                continue  # the provider API is unreachable: ask again next time
+            for machine_id, state in found.gone.items():
+                m = self.state.machines.get(machine_id)
+                if m is None or m.state not in (MachineState.BUSY, MachineState.IDLE):
+                    continue
+                if m.run_workflow_id:
+                    await self._signal_run(
+                        m.run_workflow_id,
+                        "machine_lost",
+                        f"the provider reports machine {m.id} {state}",
+                    )
+                self._start_terminate(m)
+            self._wake = True  # lets the main loop consider continue-as-new
+
+    def _checkable(self):  # type: ignore[no-untyped-def]
+        return (
+            m for m in self.state.machines.values()
+            if m.state in (MachineState.BUSY, MachineState.IDLE)
+        )  # fmt: skip
 
     def _start_terminate(self, m: Machine) -> None:
         if m.state == MachineState.TERMINATING:

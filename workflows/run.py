@@ -40,6 +40,13 @@ with workflow.unsafe.imports_passed_through():
         SaveResult,
         StateChange,
     )
+    from workflows.stop_conditions import (
+        StopConditionInput,
+        StopConditionWorkflow,
+        StopRequest,
+        child_workflow_id,
+        watched_names,
+    )
 
 STEP_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
 # How long a leased machine may take to pick up its first task before it is judged dead.
@@ -52,6 +59,10 @@ class _Interrupted(Exception):
 
 class _Withdrawn(Exception):
     pass
+
+
+class _Halted(Exception):
+    """A stop or kill arrived while a step before Running was under way."""
 
 
 @workflow.defn
@@ -70,6 +81,11 @@ class RunWorkflow:
         self.stop_requested = False
         self.kill_requested = False
         self._push: workflow.ActivityHandle[PushResult] | None = None
+        self.stop_request: StopRequest | None = None
+        self.kill_request: StopRequest | None = None
+        self.halt_acted = False  # a stop/kill reached the run before its command ended
+        self.lost: str | None = None  # the machine is gone, says the provider
+        self.status.stop_conditions = [c.describe() for c in inp.stop_conditions]
 
     # --- messages -------------------------------------------------------------------
 
@@ -87,17 +103,44 @@ class RunWorkflow:
         self.lease_error = reason
 
     @workflow.signal
-    def stop(self) -> None:
-        self.stop_requested = True
+    def stop(self, req: StopRequest | None = None) -> None:
+        if not self.stop_requested:  # a repeated stop is a no-op
+            self.stop_requested = True
+            self.stop_request = req or StopRequest(source="cli")
 
     @workflow.signal
-    def kill(self) -> None:
-        self.kill_requested = True
+    def machine_lost(self, reason: str) -> None:
+        """From the pool: the provider reports the leased machine gone (reclaimed)."""
+        if self.lost is None:
+            self.lost = reason
+
+    @workflow.signal
+    def kill(self, req: StopRequest | None = None) -> None:
+        if not self.kill_requested:
+            self.kill_requested = True
+            self.kill_request = req or StopRequest(source="cli")
 
     # --- the run --------------------------------------------------------------------
 
     @workflow.run
     async def run(self, inp: RunInput) -> RunStatus:
+        child = None
+        if inp.stop_conditions:
+            child = await workflow.start_child_workflow(
+                StopConditionWorkflow.run,
+                StopConditionInput(run_id=inp.run_id, conditions=inp.stop_conditions),
+                id=child_workflow_id(inp.run_id),
+            )
+        try:
+            return await self._run(inp)
+        finally:
+            if child is not None and not child.done():
+                try:
+                    await child.signal(StopConditionWorkflow.close)
+                except Exception:
+                    pass  # it finished meanwhile
+
+    async def _run(self, inp: RunInput) -> RunStatus:
         pool = workflow.get_external_workflow_handle(inp.pool_workflow_id)
         await pool.signal(
             "request_lease",
@@ -121,6 +164,7 @@ class RunWorkflow:
             if self.lease_error is not None:
                 return self._finish(RunState.FAILED, self.lease_error)
             final = RunState.KILLED if self.kill_requested else RunState.STOPPED
+            self._note_halt()
             return self._finish(final, "withdrawn before a machine was assigned")
 
         lease = self.lease
@@ -150,23 +194,31 @@ class RunWorkflow:
         run_id = self.inp.run_id
         try:
             self._set_state(RunState.BUILDING)
-            prepared = await self._step(
-                "prepare_workspace",
-                PrepareInput(run_id=run_id, code=spec.code, mounts=spec.mounts),
-                PrepareResult,
-                first=True,
-            )
-            env = await self._step(
-                "ensure_environment",
-                EnvInput(
-                    run_id=run_id,
-                    base_image=opts.base_image,
-                    spec=spec.environment,
-                    registry=opts.registry,
-                ),
-                EnvResult,
-                timeout=timedelta(hours=2),
-            )
+            try:
+                prepared = await self._step(
+                    "prepare_workspace",
+                    PrepareInput(run_id=run_id, code=spec.code, mounts=spec.mounts),
+                    PrepareResult,
+                    first=True,
+                    haltable=True,
+                )
+            except _Halted:
+                return await self._halt_before_running(None)
+            try:
+                env = await self._step(
+                    "ensure_environment",
+                    EnvInput(
+                        run_id=run_id,
+                        base_image=opts.base_image,
+                        spec=spec.environment,
+                        registry=opts.registry,
+                    ),
+                    EnvResult,
+                    timeout=timedelta(hours=2),
+                    haltable=True,
+                )
+            except _Halted:
+                return await self._halt_before_running(prepared)
             self.status.image = env.image
             self.status.image_cached = env.cached
             self.status.image_source = env.source
@@ -178,10 +230,13 @@ class RunWorkflow:
             self._set_state(RunState.MOUNTING)
             mounted = MountResult()
             if spec.mounts:
-                mounted = await self._step(
-                    "mount_resources", MountInput(run_id=run_id, mounts=spec.mounts), MountResult,
-                    timeout=timedelta(hours=6),
-                )
+                try:
+                    mounted = await self._step(
+                        "mount_resources", MountInput(run_id=run_id, mounts=spec.mounts),
+                        MountResult, timeout=timedelta(hours=6), haltable=True,
+                    )
+                except _Halted:
+                    return await self._halt_before_running(prepared)
             if self._halted():
                 return await self._halt_before_running(prepared)
 
@@ -200,25 +255,31 @@ class RunWorkflow:
                     log_lines_per_window=opts.log_lines_per_window,
                     log_window_seconds=opts.log_window_seconds,
                     secrets_key=spec.secrets_key,
+                    hardware_metrics_seconds=opts.hardware_metrics_seconds,
+                    metrics_workflow_id=child_workflow_id(run_id)
+                    if self.inp.stop_conditions
+                    else "",
+                    watch_metrics=watched_names(self.inp.stop_conditions),
                 )
             )
             self.status.exit_code = result.exit_code
-            if self.kill_requested:
+            if self.kill_requested and self.halt_acted:
                 await self._cleanup(run_id)
-                return RunState.KILLED, "killed"
+                return RunState.KILLED, self._note_halt(killed=True)
 
             await self._save(prepared)
             self._set_state(RunState.PUSHING)
             await self._await_push()
             await self._cleanup(run_id)
-            if self.stop_requested:
-                return RunState.STOPPED, "stopped"
+            if self.halt_acted:
+                return RunState.STOPPED, self._note_halt(killed=False)
             if result.exit_code == 0:
                 return RunState.COMPLETE, ""
             return RunState.FAILED, self._explain_exit(result)
         except ActivityError as e:
             if _is_machine_gone(e):
                 raise _Interrupted(f"the machine stopped answering: {_cause(e)}") from None
+            self.status.log_tail = _log_tail(e)
             return RunState.FAILED, f"{self.status.state.value} failed: {_cause(e)}"
 
     async def _step(
@@ -229,9 +290,12 @@ class RunWorkflow:
         *,
         first: bool = False,
         timeout: timedelta = timedelta(minutes=30),
+        haltable: bool = False,
     ):  # type: ignore[no-untyped-def]
+        """Run a machine-local step. A haltable step is abandoned (and cancelled) as
+        soon as a stop or kill arrives: raises _Halted."""
         assert self.lease is not None
-        return await workflow.execute_activity(
+        handle = workflow.start_activity(
             name,
             arg,
             result_type=result_type,
@@ -241,6 +305,16 @@ class RunWorkflow:
             heartbeat_timeout=timedelta(seconds=60) if timeout > timedelta(minutes=5) else None,
             retry_policy=STEP_RETRY,
         )
+        if haltable:
+            await workflow.wait_condition(
+                lambda: handle.done() or self._halted() or self.lost is not None
+            )
+            if not handle.done():
+                handle.cancel()
+                if self.lost is not None:
+                    raise _Interrupted(self.lost)
+                raise _Halted()
+        return await handle
 
     async def _execute(self, inp: ExecuteInput) -> ExecuteResult:
         assert self.lease is not None
@@ -250,9 +324,10 @@ class RunWorkflow:
             inp,
             result_type=ExecuteResult,
             task_queue=self.lease.task_queue,
-            # A retry (agent restarted) must be picked up within one heartbeat timeout,
-            # or the machine is judged gone and the run is Interrupted.
-            schedule_to_start_timeout=heartbeat,
+            # A retry (agent restarted) must be picked up within 3/4 of the heartbeat
+            # timeout, or the machine is judged gone: a dead agent makes the run
+            # Interrupted within twice the heartbeat timeout.
+            schedule_to_start_timeout=max(heartbeat * 0.75, timedelta(seconds=1)),
             start_to_close_timeout=timedelta(days=30),
             heartbeat_timeout=heartbeat,
             retry_policy=RetryPolicy(maximum_attempts=10, initial_interval=timedelta(seconds=1)),
@@ -263,17 +338,26 @@ class RunWorkflow:
                 lambda: handle.done()
                 or (self.kill_requested and "kill" not in signalled)
                 or (self.stop_requested and "stop" not in signalled)
+                or self.lost is not None
             )
             if handle.done():
                 return await handle
+            if self.lost is not None:
+                handle.cancel()
+                raise _Interrupted(self.lost)
             kind = "kill" if self.kill_requested and "kill" not in signalled else "stop"
             signalled.add(kind)
-            await workflow.execute_activity(
+            self.halt_acted = True
+            grace = self.inp.options.stop_grace_seconds
+            if kind == "stop" and self.stop_request and self.stop_request.grace_seconds is not None:
+                grace = self.stop_request.grace_seconds
+            # Not awaited: a kill must not wait for a stop's grace period to run out.
+            workflow.start_activity(
                 "signal_container",
-                {"run_id": inp.run_id, "kind": kind, "grace": self.inp.options.stop_grace_seconds},
+                {"run_id": inp.run_id, "kind": kind, "grace": grace},
                 task_queue=self.lease.task_queue,
                 schedule_to_start_timeout=PICKUP_TIMEOUT,
-                start_to_close_timeout=timedelta(seconds=self.inp.options.stop_grace_seconds + 60),
+                start_to_close_timeout=timedelta(seconds=grace + 60),
                 retry_policy=STEP_RETRY,
             )
 
@@ -314,11 +398,23 @@ class RunWorkflow:
         except ActivityError:
             self.status.image_pushed = False
 
-    async def _halt_before_running(self, prepared: PrepareResult) -> tuple[RunState, str]:
+    async def _halt_before_running(self, prepared: PrepareResult | None) -> tuple[RunState, str]:
+        self.halt_acted = True
+        where = self.status.state.value
         await self._cleanup(self.inp.run_id)
         if self.kill_requested:
-            return RunState.KILLED, f"killed in {self.status.state.value}"
-        return RunState.STOPPED, f"stopped in {self.status.state.value}"
+            return RunState.KILLED, f"{self._note_halt(killed=True)} in {where}"
+        return RunState.STOPPED, f"{self._note_halt(killed=False)} in {where}"
+
+    def _note_halt(self, killed: bool | None = None) -> str:
+        """Who stopped or killed the run, kept in the status; returns the final reason."""
+        if self.kill_requested if killed is None else killed:
+            req = self.kill_request or StopRequest(source="cli")
+            self.status.stopped_by = req.reason or "`conjure kill`"
+            return req.reason or "killed by `conjure kill`"
+        req = self.stop_request or StopRequest(source="cli")
+        self.status.stopped_by = req.reason or "`conjure stop`"
+        return req.reason or "stopped by `conjure stop`"
 
     async def _cleanup(self, run_id: int) -> None:
         await self._step("cleanup_workspace", CleanupInput(run_id=run_id), None)
@@ -356,6 +452,17 @@ def _cause(e: BaseException) -> str:
     if isinstance(e, ApplicationError):
         return e.message
     return str(e)
+
+
+def _log_tail(e: BaseException) -> list[str]:
+    """The failed step's log tail, when its error carries one (a failed build)."""
+    while isinstance(e, ActivityError) and e.cause is not None:
+        e = e.cause
+    if isinstance(e, ApplicationError):
+        for d in e.details:
+            if isinstance(d, dict) and isinstance(d.get("log_tail"), list):
+                return [str(x) for x in d["log_tail"]]
+    return []
 
 
 def _is_machine_gone(e: ActivityError) -> bool:

@@ -144,6 +144,19 @@ def terminate(settings: Settings, machine_id: str) -> None:
     shutil.rmtree(_dir(settings, machine_id), ignore_errors=True)
 
 
+def reclaim(settings: Settings, machine_id: str) -> None:
+    """What a cloud does to a reclaimed spot instance, done to a local machine: its agent
+    and containers vanish at once and the provider reports the instance `reclaimed`."""
+    rec = _read(settings, machine_id)
+    if rec is None:
+        return
+    if pid_alive(rec.pid):
+        os.kill(rec.pid, signal.SIGKILL)
+    _remove_containers(machine_id)
+    rec.state = "reclaimed"
+    _write(settings, rec)
+
+
 def describe(settings: Settings, machine_id: str) -> InstanceRecord | None:
     rec = _read(settings, machine_id)
     if rec is not None and rec.state == "running" and not pid_alive(rec.pid):
