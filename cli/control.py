@@ -128,7 +128,7 @@ def metrics(run_id: int, name: str | None, as_json: bool) -> None:
     async def load() -> dict[str, list[Point]]:
         run = AsyncRun(AsyncConjure(get_settings()), run_id)
         await run.status()  # an unknown run: a clear error
-        return run.metrics()
+        return run.metric_series()
 
     data = asyncio.run(load())
     if name is not None:
