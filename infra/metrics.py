@@ -162,6 +162,8 @@ def read_metrics(store: Store, run_id: int) -> dict[str, list[Point]]:
                     p = Point.from_json(obj)
                 else:  # written by another tool in the protocol's own words
                     name, value, step, when = parse_line(raw)
+                    if when is None and isinstance(obj.get("t"), (int, float)):
+                        when = obj["t"]  # seconds, as the Python API reports them
                     p = Point(name, value, 0, int((when or 0) * 1e9), step)
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
