@@ -65,7 +65,7 @@ class CodeSpec(BaseModel):
 
 
 class MountSpec(BaseModel):
-    source: str  # runs/N/path, uploads/..., public/...
+    source: str  # runs/N/path, uploads/..., public/..., or s3://, gs://, az:// bucket/path
     dest: str  # absolute path inside the container
 
 
@@ -140,6 +140,7 @@ class RunStatus(BaseModel):
     reason: str = ""
     outputs: int = 0
     output_bytes: int = 0
+    mounts_cached: list[bool] = Field(default_factory=list)  # per mount: already on the machine
 
     @property
     def created(self) -> datetime | None:
@@ -308,6 +309,9 @@ class Bind(BaseModel):
     host: str
     container: str
     read_only: bool = True
+    # An overlay: host is the read-only lower layer, writes land in overlay_upper.
+    overlay_upper: str = ""
+    overlay_work: str = ""
 
 
 class MountInput(BaseModel):
@@ -318,6 +322,7 @@ class MountInput(BaseModel):
 class MountResult(BaseModel):
     binds: list[Bind] = Field(default_factory=list)
     cached: list[bool] = Field(default_factory=list)
+    sizes: list[int] = Field(default_factory=list)  # bytes of each source
 
 
 class ExecuteInput(BaseModel):

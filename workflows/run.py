@@ -182,6 +182,7 @@ class RunWorkflow:
                     "mount_resources", MountInput(run_id=run_id, mounts=spec.mounts), MountResult,
                     timeout=timedelta(hours=6),
                 )
+            self.status.mounts_cached = mounted.cached
             if self._halted():
                 return await self._halt_before_running(prepared)
 
