@@ -94,10 +94,8 @@ def azurite_binary() -> str:
 def azurite(workdir: Path) -> Iterator[str]:
     """An Azure Blob connection string."""
     port = free_port()
-    loc = workdir / "azurite"
-    loc.mkdir(exist_ok=True)
-    cmd = [azurite_binary(), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
-           str(loc), "--silent", "--skipApiVersionCheck", "--loose", "--inMemoryPersistence"]
+    cmd = [azurite_binary(), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--silent",
+           "--skipApiVersionCheck", "--loose", "--inMemoryPersistence"]
     with _serve(cmd, port, "azurite", workdir):
         yield (
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
