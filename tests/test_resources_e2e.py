@@ -28,7 +28,7 @@ def test_upload_mount_cache_and_writes(conjure_stack: Settings, tmp_path: Path) 
     up = conjure("upload", str(data), "--json")
     assert up.code == 0, up
     info = json.loads(up.out)
-    assert info["resource"] == "uploads/mnist" and info["files"] == 2 and info["bytes"] == 14
+    assert info["resource"] == "uploads/mnist" and info["files"] == 2 and info["bytes"] == 10
     human = conjure("upload", str(data / "labels.csv"), "mnist-labels.csv")
     assert human.code == 0, human
     assert "Uploaded uploads/mnist-labels.csv: 1 file(s), 4 B" in human.err
