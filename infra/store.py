@@ -18,6 +18,7 @@ import hashlib
 import os
 import posixpath
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -48,6 +49,7 @@ BUCKET_SCHEMES = ("s3", "gs", "az")
 LARGE_FILE = 32 << 20
 RANGE_SIZE = 16 << 20
 PART_WORKERS = 8
+S3_PART_SIZE = 8 << 20  # boto3's default; S3's smallest part is 5 MiB
 
 Progress = Callable[[int], None]  # called with the bytes just moved
 
@@ -67,12 +69,16 @@ def clean_key(key: str) -> str:
     return "/".join(parts)
 
 
-def safe_join(root: Path, rel: str) -> Path:
+def safe_join(root: Path, rel: str, checked: set[Path] | None = None) -> Path:
     """root/rel for a clean rel, refusing to write through a symlinked folder."""
     parts = clean_key(rel).split("/")
     p = root
     for part in parts[:-1]:
         p = p / part
+        if checked is not None and p in checked:
+            continue
+        if checked is not None:
+            checked.add(p)
         if p.is_symlink():
             raise BadKey(f"{p} is a symlink: refusing to write through it")
     return p / parts[-1]
@@ -201,6 +207,9 @@ class Store:
         """Every file at or below prefix (a file prefix yields itself); '' is the root."""
         base = clean_key(prefix) if prefix else ""
         path = self._path(base, allow_root=True)
+        if self.local:
+            yield from self._walk_local(base, path)
+            return
         self._fresh()
         if base and self.fs.isfile(path):
             info = self.fs.info(path)
@@ -220,8 +229,41 @@ class Store:
                 continue  # the local store holds no links; one planted there is not followed
             yield Entry(key, int(info.get("size") or 0), False, _content_tag(info))
 
-    def get_file(self, key: str, dest: Path, size: int = -1, progress: Progress | None = None) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+    def _walk_local(self, base: str, path: str) -> Iterator[Entry]:
+        """os.walk without following links: a link planted in the store is never used."""
+        st = os.lstat(path) if os.path.lexists(path) else None
+        if st is None:
+            return
+        if stat.S_ISREG(st.st_mode):
+            if base:
+                yield Entry(base, st.st_size, False, str(st.st_mtime_ns))
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        found = []
+        for dirpath, dirnames, filenames in os.walk(path):
+            rel_dir = os.path.relpath(dirpath, path)
+            for name in filenames:
+                try:
+                    fst = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                if not stat.S_ISREG(fst.st_mode):
+                    continue
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                try:
+                    key = clean_key(f"{base}/{rel}" if base else rel)
+                except BadKey:
+                    continue
+                found.append(Entry(key, fst.st_size, False, str(fst.st_mtime_ns)))
+        yield from sorted(found, key=lambda e: e.key)
+
+    def get_file(self, key: str, dest: Path, size: int = -1, progress: Progress | None = None,
+                 _made: set[Path] | None = None) -> None:
+        if _made is None or dest.parent not in _made:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if _made is not None:
+                _made.add(dest.parent)
         tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}-{threading.get_ident()}")
         src = self._path(key)
         try:
@@ -266,16 +308,18 @@ class Store:
         base = clean_key(prefix) if prefix else ""
         entries = list(self.walk(base)) if entries is None else entries
         jobs: list[tuple[Entry, Path]] = []
+        checked: set[Path] = set()
+        made: set[Path] = set()
         for entry in entries:
             rel = entry.key[len(base) :].lstrip("/") if base else entry.key
-            jobs.append((entry, safe_join(dest, rel) if rel else dest))
+            jobs.append((entry, safe_join(dest, rel, checked) if rel else dest))
         stats = TransferStats()
         small = [j for j in jobs if j[0].size < LARGE_FILE or self.local]
         large = [j for j in jobs if j[0].size >= LARGE_FILE and not self.local]
 
         def one(job: tuple[Entry, Path]) -> int:
             entry, target = job
-            self.get_file(entry.key, target, entry.size, progress)
+            self.get_file(entry.key, target, entry.size, progress, made)
             return entry.size
 
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
@@ -315,7 +359,7 @@ class Store:
                     os.unlink(tmp)
         elif self.s3:
             # s3fs: multipart above 2 x chunksize, its parts uploaded concurrently.
-            self.fs.put_file(str(local), path, chunksize=max(RANGE_SIZE, 5 << 20),
+            self.fs.put_file(str(local), path, chunksize=S3_PART_SIZE,
                              max_concurrency=min(self.workers, PART_WORKERS))
         else:
             # gcsfs/adlfs stream the file in blocks (resumable / block uploads).
