@@ -136,16 +136,25 @@ class Store:
         if self.local:
             Path(self.root).mkdir(parents=True, exist_ok=True)
             self.real_root = os.path.realpath(self.root)
+            self._inside: set[str] = {self.root}
+            self._made: set[str] = set()
 
     # --- paths ----------------------------------------------------------------------
 
     def _path(self, key: str, allow_root: bool = False) -> str:
         """The backend path of a key; '' (the root itself) only where allow_root says."""
         path = f"{self.root}/{clean_key(key)}" if key or not allow_root else self.root
-        if self.local:
-            real = os.path.realpath(path)
-            if real != self.real_root and not real.startswith(self.real_root + os.sep):
-                raise BadKey(f"resource path {key!r} leads outside the store")
+        if self.local and path != self.root:
+            # The folder is resolved once (a link planted there could lead out of the
+            # store); the file itself must not be a link.
+            parent = os.path.dirname(path)
+            if parent not in self._inside:
+                real = os.path.realpath(parent)
+                if real != self.real_root and not real.startswith(self.real_root + os.sep):
+                    raise BadKey(f"resource path {key!r} leads outside the store")
+                self._inside.add(parent)
+            if os.path.islink(path):
+                raise BadKey(f"resource path {key!r} is a link")
         return path
 
     def _key(self, path: str) -> str | None:
@@ -349,7 +358,10 @@ class Store:
         path = self._path(key)
         size = os.stat(local).st_size
         if self.local:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            parent = os.path.dirname(path)
+            if parent not in self._made:
+                os.makedirs(parent, exist_ok=True)
+                self._made.add(parent)
             tmp = f"{path}.part-{os.getpid()}-{threading.get_ident()}"
             try:
                 shutil.copyfile(local, tmp)
@@ -398,7 +410,10 @@ class Store:
 
     def rm(self, key: str) -> None:
         self.fs.rm(self._path(clean_key(key)), recursive=True)
-        if not self.local:
+        if self.local:
+            self._made.clear()
+            self._inside = {self.root}
+        else:
             self.fs.invalidate_cache()
 
 
