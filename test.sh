@@ -10,6 +10,11 @@ CONJURE_EXTRAS=test,aws,gcp,azure ./install.sh
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 
+# Object-store emulators for the store tests (S3: moto_server, GCS: gcp-storage-emulator).
+# A second pip call on purpose: moto then keeps the boto3/botocore that s3fs's aiobotocore
+# pins, where resolving it with the extras makes pip backtrack through every s3fs release.
+.venv/bin/pip install -q 'moto[server]>=5' 'gcp-storage-emulator>=2024.8'
+
 # The Azure Blob store tests start Azurite (npm); it only has to be installed.
 if ! command -v azurite-blob >/dev/null 2>&1; then
   if ! command -v npm >/dev/null 2>&1; then
