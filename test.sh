@@ -6,12 +6,29 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$REPO"
 
-CONJURE_EXTRAS=test,aws ./install.sh
+CONJURE_EXTRAS=test,aws,gcp,azure ./install.sh
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
+
+# Object-store emulators for the store tests (S3: moto_server, GCS: gcp-storage-emulator).
+# A second pip call on purpose: moto then keeps the boto3/botocore that s3fs's aiobotocore
+# pins, where resolving it with the extras makes pip backtrack through every s3fs release.
+.venv/bin/pip install -q 'moto[server]>=5' 'gcp-storage-emulator>=2024.8'
+
+# The Azure Blob store tests start Azurite (npm); it only has to be installed.
+if ! command -v azurite-blob >/dev/null 2>&1; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "==> installing nodejs and npm"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
+  fi
+  echo "==> installing azurite"
+  "${SUDO[@]}" npm install -g --no-audit --no-fund azurite
+fi
 
 # The image-registry tests start their own Debian docker-registry; it only has to be installed.
 if ! dpkg-query -W -f='${Status}' docker-registry 2>/dev/null | grep -q 'install ok installed'; then
   echo "==> installing docker-registry"
-  if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry
   # A systemd host starts the packaged service on :5000; the tests want the port for their own.

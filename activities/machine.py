@@ -37,6 +37,7 @@ from activities.run_control import (
     write_halt,
 )
 from infra import env_build
+from activities.resources import MountError, mount_all, mount_writes, overlay_mount, remove_volumes
 from infra.base_image import ensure_base_image
 from infra.config import Settings
 from infra.logs import LogWriter, RateLimiter, stored_until
@@ -45,7 +46,6 @@ from infra.providers.local import MACHINE_LABEL
 from infra.secrets import load_secrets
 from infra.store import Store, StoreError
 from workflows.models import (
-    Bind,
     CleanupInput,
     EnvInput,
     EnvResult,
@@ -282,34 +282,13 @@ class MachineActivities:
 
     @activity.defn(name="mount_resources")
     def mount_resources(self, inp: MountInput) -> MountResult:
-        with _heartbeat_while_running(every=5.0):
-            return self._mount_resources(inp)
-
-    def _mount_resources(self, inp: MountInput) -> MountResult:
-        binds: list[Bind] = []
-        cached: list[bool] = []
-        for m in inp.mounts:
-            entries = list(self.store.walk(m.source))
-            if not entries:
-                raise _user_error(f"mount source {m.source} does not exist", "NoSuchResource")
-            fingerprint = hashlib.sha256(
-                json.dumps([m.source, [(e.key, e.size) for e in entries]]).encode()
-            ).hexdigest()[:32]
-            root = self.dir / "cache" / "mounts" / fingerprint
-            done = root / ".complete"
-            single_file = len(entries) == 1 and entries[0].key == m.source.rstrip("/")
-            data = root / "data"
-            hit = done.exists()
-            if not hit:
-                shutil.rmtree(root, ignore_errors=True)
-                root.mkdir(parents=True)
-                self.store.get_tree(m.source, data)
-                done.write_text(m.source)
-            binds.append(Bind(host=str(data), container=m.dest, read_only=True))
-            cached.append(hit)
-            if single_file:
-                assert data.is_file()
-        return MountResult(binds=binds, cached=cached)
+        try:
+            return mount_all(
+                self.settings, self.store, self.dir, self.run_dir(inp.run_id), inp,
+                activity.heartbeat,
+            )
+        except MountError as e:
+            raise _user_error(str(e), "NoSuchResource")
 
     # --- Running --------------------------------------------------------------------
 
@@ -437,11 +416,15 @@ class MachineActivities:
         shutil.copyfile(Path(__file__).parent.parent / "worker_agent" / "conjure_metrics.py",
                         lib / "conjure_metrics.py")  # fmt: skip
         ensure_file(meta / "metrics.jsonl")
+        labels = {MACHINE_LABEL: self.machine_id, RUN_LABEL: str(inp.run_id)}
         mounts = [
             Mount(CONTAINER_ROOT, inp.workspace, type="bind"),
             Mount(CONTAINER_META, str(meta), type="bind"),
         ] + [
-            Mount(b.container, b.host, type="bind", read_only=b.read_only) for b in inp.binds
+            overlay_mount(self.docker, f"{name}-mount-{i}", b, labels)
+            if b.overlay_upper
+            else Mount(b.container, b.host, type="bind", read_only=b.read_only)
+            for i, b in enumerate(inp.binds)
         ]
         env = {
             "CONJURE_RUN_ID": str(inp.run_id),
@@ -565,7 +548,12 @@ class MachineActivities:
             for size in pool.map(upload, changed):
                 total += size
                 activity.heartbeat()
-        return SaveResult(files=len(changed), bytes=total)
+            # Files the run wrote inside its mounted folders (their overlays' upper layers).
+            written = mount_writes(self.run_dir(inp.run_id), inp.run_id, inp.workdir)
+            for size in pool.map(lambda fk: self.store.put_file(fk[0], fk[1]), written):
+                total += size
+                activity.heartbeat()
+        return SaveResult(files=len(changed) + len(written), bytes=total)
 
     @activity.defn(name="cleanup_workspace")
     def cleanup_workspace(self, inp: CleanupInput) -> None:
@@ -573,6 +561,7 @@ class MachineActivities:
             self.docker.containers.get(self.container_name(inp.run_id)).remove(force=True)
         except docker.errors.NotFound:
             pass
+        remove_volumes(self.docker, {MACHINE_LABEL: self.machine_id, RUN_LABEL: str(inp.run_id)})
         shutil.rmtree(self.run_dir(inp.run_id), ignore_errors=True)
 
     def all(self) -> list:

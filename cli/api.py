@@ -34,6 +34,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from cli import resources
 from cli.code import package_code, package_github
 from cli.mounts import parse_mount
 from infra import environment, stack
@@ -43,7 +44,7 @@ from infra.errors import ConjureError, UsageError
 from infra.logs import LogLine, LogReader
 from infra.secrets import REDACTED, SECRETS_ROOT, is_secret, split_env, store_secrets
 from infra.metrics import Point, read_metrics
-from infra.store import Entry, Store, StoreError, open_store
+from infra.store import Entry, Store, StoreError, open_source, open_store
 from infra.temporal import ServerUnreachable, make_client
 from workflows import keys
 from workflows.counter import CounterWorkflow
@@ -233,7 +234,7 @@ class AsyncConjure:
     def store(self) -> Store:
         if self._store is None:
             try:
-                self._store = open_store(self.settings.store)
+                self._store = open_store(self.settings.store, self.settings)
             except StoreError as e:
                 raise ConjureError(str(e)) from None
         return self._store
@@ -456,10 +457,10 @@ class AsyncConjure:
                 continue
             m = parse_mount(text, workdir)
             try:
-                found = next(iter(self.store.walk(m.source)), None)
-            except StoreError:
-                found = None
-            if found is None:
+                found = open_source(m.source, self.store, self.settings)[2]
+            except StoreError as e:
+                raise UsageError(f"--mount: {e}") from None
+            if not found:
                 raise UsageError(f"--mount: {m.source} does not exist")
             mount_specs.append(m)
         dests = [m.dest for m in mount_specs]
@@ -631,22 +632,18 @@ class AsyncConjure:
     # --- resources ------------------------------------------------------------------
 
     def ls(self, path: str = "") -> list[Entry]:
-        try:
-            return self.store.ls(path.strip("/")) if path.strip("/") else self.store.ls("")
-        except StoreError as e:
-            raise ConjureError(str(e)) from None
+        return resources.listing(self.store, path)
 
     def cp(self, resource: str, dest: Path) -> int:
-        src = resource.strip("/")
-        if src.split("/", 1)[0] == SECRETS_ROOT:
+        if resource.strip("/").split("/", 1)[0] == SECRETS_ROOT:
             raise ConjureError("secrets are not readable through the CLI")
-        entries = list(self.store.walk(src))
-        if not entries:
-            raise ConjureError(f"{resource} does not exist")
-        single = len(entries) == 1 and entries[0].key == src
-        if single and dest.is_dir():
-            dest = dest / Path(src).name
-        return self.store.get_tree(src, dest)
+        return resources.download(self.store, resource, dest).bytes
+
+    def upload(self, local: Path, name: str | None = None) -> resources.Transfer:
+        return resources.upload(self.store, local, name)
+
+    def rm(self, resource: str) -> resources.Transfer:
+        return resources.remove(self.store, resource)
 
 
 class Run:

@@ -20,6 +20,8 @@ import click
 
 from cli.api import AsyncConjure, AsyncRun, RunSummary
 from cli.env_cmds import env_options, register_env_commands
+from cli.resources import mount_note
+from cli.resources import register as register_resources
 from infra.config import get_settings
 from infra.errors import ConjureError, UsageError
 from infra.logs import LogLine, LogReader
@@ -245,6 +247,8 @@ def _print_transition(st: RunStatus, prev: RunState, new: RunState) -> None:
                 extra = f" (environment pulled from the registry: {st.image})"
         if prev == RunState.PUSHING and st.image_pushed is not None:
             extra = f" (pushed {st.image})" if st.image_pushed else " (the push failed, see the log)"
+        if prev == RunState.MOUNTING:
+            extra = mount_note(st)
         info(f"✨ {STATE_WORDS[prev]}… done{extra}")
     if new == RunState.RUNNING:
         info("✨ Run is running")
@@ -295,7 +299,7 @@ def _summary_json(r: RunSummary) -> dict[str, Any]:
 @click.option("-n", "--limit", default=50, show_default=True, help="How many runs.")
 @aio
 async def ls_cmd(path: str, as_json: bool, limit: int) -> None:
-    """List runs, or the resources under PATH (runs/N, uploads/…, public/…)."""
+    """List runs, or the resources under PATH (/, runs/N, uploads/…, public/…)."""
     c = _api()
     if path:
         entries = c.ls(path)
@@ -394,14 +398,7 @@ async def logs(run_id: int, follow: bool) -> None:
         _emit_log(line)
 
 
-@cli.command()
-@click.argument("resource")
-@click.argument("dest", type=click.Path(path_type=Path), default=".")
-def cp(resource: str, dest: Path) -> None:
-    """Download RESOURCE (a file or folder, e.g. runs/12/out) to DEST."""
-    c = _api()
-    n = c.cp(resource, dest)
-    info(f"copied {resource} to {dest} ({n} bytes)")
+register_resources(cli, lambda: _api())
 
 
 from cli.pipeline_cmd import pipeline, rerun  # noqa: E402

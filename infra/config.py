@@ -42,8 +42,15 @@ class Settings(BaseSettings):
     embedded_ui_port: int = 8233
     control_task_queue: str = "conjure-control"
 
-    # Object store: a local directory by default (file://$CONJURE_HOME/store).
+    # Object store: a local directory by default (file://$CONJURE_HOME/store), or
+    # s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
     store_url: str = ""
+    store_options: dict[str, Any] = Field(default_factory=dict)  # passed to fsspec as is
+    s3_endpoint_url: str = ""  # e.g. a MinIO or moto server; empty: AWS
+    gcs_endpoint_url: str = ""  # e.g. a GCS emulator; empty: Google
+    azure_account_name: str = ""  # for az:// when no connection string is given
+    azure_connection_string: str = ""
+    transfer_workers: int = 16  # files (and parts of large files) moved at once
 
     # Machines.
     provider: str = "local"

@@ -60,7 +60,7 @@ async def run_agent(settings: Settings, machine_id: str) -> None:
     acts = MachineActivities(
         settings,
         machine_id,
-        open_store(settings.store),
+        open_store(settings.store, settings),
         docker_client(settings),
         settings.machines_dir / machine_id,
         signal_workflow=workflow_signaller(client, loop),

@@ -67,7 +67,7 @@ class CodeSpec(BaseModel):
 
 
 class MountSpec(BaseModel):
-    source: str  # runs/N/path, uploads/..., public/...
+    source: str  # runs/N/path, uploads/..., public/..., or s3://, gs://, az:// bucket/path
     dest: str  # absolute path inside the container
 
 
@@ -147,6 +147,7 @@ class RunStatus(BaseModel):
     stop_conditions: list[str] = Field(default_factory=list)
     stopped_by: str = ""  # what stopped or killed the run (`conjure stop`, a stop condition…)
     log_tail: list[str] = Field(default_factory=list)  # the failed step's log, last lines
+    mounts_cached: list[bool] = Field(default_factory=list)  # per mount: already on the machine
 
     @property
     def created(self) -> datetime | None:
@@ -324,6 +325,9 @@ class Bind(BaseModel):
     host: str
     container: str
     read_only: bool = True
+    # An overlay: host is the read-only lower layer, writes land in overlay_upper.
+    overlay_upper: str = ""
+    overlay_work: str = ""
 
 
 class MountInput(BaseModel):
@@ -334,6 +338,7 @@ class MountInput(BaseModel):
 class MountResult(BaseModel):
     binds: list[Bind] = Field(default_factory=list)
     cached: list[bool] = Field(default_factory=list)
+    sizes: list[int] = Field(default_factory=list)  # bytes of each source
 
 
 class ExecuteInput(BaseModel):

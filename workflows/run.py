@@ -237,6 +237,7 @@ class RunWorkflow:
                     )
                 except _Halted:
                     return await self._halt_before_running(prepared)
+            self.status.mounts_cached = mounted.cached
             if self._halted():
                 return await self._halt_before_running(prepared)
 
