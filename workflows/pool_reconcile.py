@@ -141,4 +141,4 @@ class ReconcilerMixin:
                 self._start_terminate(m, "its agent stopped answering")
             return
         if m.state == MachineState.IDLE:
-            m.images = list(info.images)
+            m.images += [i for i in info.images if i not in m.images]
