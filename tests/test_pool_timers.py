@@ -219,7 +219,13 @@ async def test_reconciler_terminates_orphans(env, pool_factory) -> None:  # type
 
 async def test_max_concurrent_runs_is_first_come_first_served(env, pool_factory) -> None:  # type: ignore[no-untyped-def]
     pool = await pool_factory(max_concurrent_runs=2, reconcile_interval_seconds=0)
-    runs = [await pool.run(i) for i in range(1, 6)]
+    runs = []
+    for i in range(1, 6):  # one at a time, so the pool hears them in this order
+        runs.append(await pool.run(i))
+        await pool.until(
+            lambda v: sum(bool(m.run_workflow_id) for m in v.machines) + len(v.queue) == i,
+            f"run {i} to reach the pool",
+        )
     v = await pool.until(
         lambda v: sum(m.state == MachineState.BUSY for m in v.machines) == 2 and len(v.queue) == 3,
         "2 leases and 3 waiting",
@@ -244,6 +250,7 @@ async def test_max_machines_per_type_lets_other_types_pass(env, pool_factory) ->
     a = await pool.run(1, T4)
     await pool.until(lambda v: len(v.machines) == 1, "the T4")
     b = await pool.run(2, T4)
+    await pool.until(lambda v: len(v.queue) == 1, "the second T4 run to wait")
     c = await pool.run(3, CPU)
     v = await pool.until(lambda v: len(v.machines) == 2 and len(v.queue) == 1, "cpu past the T4")
     assert [q.run_id for q in v.queue] == [2]
