@@ -4,6 +4,7 @@ script, cost."""
 from __future__ import annotations
 
 import base64
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -29,7 +30,10 @@ def test_catalog_has_every_type_on_every_cloud() -> None:
         instance_type(cat["P100"], "aws")  # AWS never offered P100 on its own
 
 
-def test_pool_config_from_settings(tmp_path: Path) -> None:
+def test_pool_config_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in [k for k in os.environ if k.startswith("CONJURE_")]:
+        monkeypatch.delenv(k)  # a session stack's settings are not this test's
+    monkeypatch.setenv("CONJURE_HOME", str(tmp_path))
     s = Settings(home=tmp_path, max_concurrent_runs=3, max_machines={"T4": 2})
     assert explicit_fields(s) == ["max_concurrent_runs", "max_machines"]
     cfg = pool_config(s)
