@@ -198,14 +198,17 @@ async def test_idle_timer_survives_restart_of_worker_and_server(pool_stack: Sett
     c = AsyncConjure(pool_stack)
     await (await c.run("true", cwd=tmp_path)).wait()
     # A changed setting reaches the running pool (the client sends what it was given).
-    r = conjure("machines", env={"CONJURE_IDLE_TIMEOUT_SECONDS": "25"})
+    # (A patient agent check, so only the idle timers end these machines.)
+    changed = {"CONJURE_IDLE_TIMEOUT_SECONDS": "25", "CONJURE_AGENT_TIMEOUT_SECONDS": "60"}
+    r = conjure("machines", env=changed)
     assert r.code == 0, r
     v = await view(pool_stack)
-    assert v.config.idle_timeout_seconds == 25
+    assert v.config.idle_timeout_seconds == 25 and v.config.agent_timeout_seconds == 60
+    silent_before = v.unresponsive_terminated
     idle = {m.id: m.idle_since for m in v.machines if m.state == MachineState.IDLE}
     assert idle
 
-    os.environ["CONJURE_IDLE_TIMEOUT_SECONDS"] = "25"  # the restarted worker agrees
+    os.environ.update(changed)  # the restarted worker agrees
     settings = get_settings()
     stack.down(settings)
     assert not stack.is_up(settings)
@@ -218,4 +221,6 @@ async def test_idle_timer_survives_restart_of_worker_and_server(pool_stack: Sett
         await asyncio.sleep(0.5)
         v = await view(settings)
     assert not any(m.id in idle for m in v.machines), v  # the durable timers fired
+    assert time.time() >= max(idle.values()).timestamp() + 25 - 1  # not before their time
+    assert v.unresponsive_terminated == silent_before
     assert not {r.machine_id for r in local.list_instances(settings)} & set(idle)
