@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from infra.config import Settings
 from infra.providers import get_provider
+from infra.providers.base import ProviderError
 from workflows.models import (
     DescribeMachinesInput,
     DescribeMachinesResult,
+    InstanceSummary,
+    ListMachinesInput,
+    ListMachinesResult,
     ProvisionInput,
     ProvisionResult,
     TerminateInput,
@@ -17,6 +25,26 @@ from workflows.models import (
 # Provider states that mean the instance is gone for good (reclaimed spot, deleted).
 GONE_STATES = ("terminated", "reclaimed", "missing")
 
+T = TypeVar("T")
+
+
+def _call(fn: Callable[..., T], *args: Any) -> T:
+    """A provider problem retrying cannot fix is a non-retryable failure."""
+    try:
+        return fn(*args)
+    except (ProviderError, ValueError) as e:
+        raise ApplicationError(str(e), type="ProviderConfig", non_retryable=True) from None
+
+
+def _summary(rec: Any) -> InstanceSummary:
+    mtype = getattr(rec, "machine_type", "")
+    return InstanceSummary(
+        machine_id=rec.machine_id,
+        state=rec.state,
+        instance_id=str(getattr(rec, "instance_id", "") or getattr(rec, "pid", "") or ""),
+        machine_type=mtype if isinstance(mtype, str) else getattr(mtype, "name", ""),
+    )
+
 
 class ProviderActivities:
     def __init__(self, settings: Settings) -> None:
@@ -24,8 +52,8 @@ class ProviderActivities:
 
     @activity.defn(name="provision_machine")
     def provision_machine(self, inp: ProvisionInput) -> ProvisionResult:
-        provider = get_provider(inp.provider)
-        rec = provider.provision(self.settings, inp.machine_id, inp.machine_type)
+        provider = _call(get_provider, inp.provider)
+        rec = _call(provider.provision, self.settings, inp.machine_id, inp.machine_type)
         return ProvisionResult(
             machine_id=inp.machine_id,
             task_queue=rec.task_queue,
@@ -34,7 +62,13 @@ class ProviderActivities:
 
     @activity.defn(name="terminate_machine")
     def terminate_machine(self, inp: TerminateInput) -> None:
-        get_provider(inp.provider).terminate(self.settings, inp.machine_id)
+        _call(_call(get_provider, inp.provider).terminate, self.settings, inp.machine_id)
+
+    @activity.defn(name="list_machines")
+    def list_machines(self, inp: ListMachinesInput) -> ListMachinesResult:
+        provider = _call(get_provider, inp.provider)
+        recs = _call(provider.list_instances, self.settings)
+        return ListMachinesResult(instances=[_summary(r) for r in recs if r.machine_id])
 
     @activity.defn(name="describe_machines")
     def describe_machines(self, inp: DescribeMachinesInput) -> DescribeMachinesResult:
@@ -48,4 +82,9 @@ class ProviderActivities:
         return DescribeMachinesResult(gone=gone)
 
     def all(self) -> list:
-        return [self.provision_machine, self.terminate_machine, self.describe_machines]
+        return [
+            self.provision_machine,
+            self.terminate_machine,
+            self.describe_machines,
+            self.list_machines,
+        ]

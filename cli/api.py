@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -46,6 +47,8 @@ from infra.secrets import REDACTED, SECRETS_ROOT, is_secret, split_env, store_se
 from infra.metrics import Point, read_metrics
 from infra.store import Entry, Store, StoreError, open_source, open_store
 from infra.temporal import ServerUnreachable, make_client
+from infra.pool_config import configure_pool
+from workflows import cost as costs
 from workflows import keys
 from workflows.counter import CounterWorkflow
 from workflows.models import (
@@ -54,14 +57,14 @@ from workflows.models import (
     EnvSpec,
     MachineType,
     MountSpec,
-    PoolConfig,
-    PoolInput,
     PoolView,
     RunInput,
     RunOptions,
     RunSpec,
     RunState,
     RunStatus,
+    TerminateMachineRequest,
+    TerminateMachineResult,
 )
 from workflows.pool import PoolWorkflow
 from workflows.run import RunWorkflow
@@ -77,6 +80,8 @@ class RunSummary:
     created: datetime | None
     ended: datetime | None
     pipeline_id: int | None = None
+    queue_position: int | None = None  # 1 = next; only while waiting in Requested
+    cost: float | None = None  # USD so far; None before the run had a machine
 
     @property
     def duration(self) -> float | None:
@@ -263,23 +268,8 @@ class AsyncConjure:
             raise UsageError(str(e)) from None
 
     async def ensure_pool(self) -> None:
-        client = await self.client()
-        s = self.settings
-        await client.start_workflow(
-            PoolWorkflow.run,
-            PoolInput(
-                config=PoolConfig(
-                    provider=s.provider,
-                    idle_timeout_seconds=s.idle_timeout_seconds,
-                    max_concurrent_runs=s.max_concurrent_runs,
-                    machine_ready_timeout_seconds=s.machine_ready_timeout_seconds,
-                    health_check_seconds=s.machine_health_seconds,
-                )
-            ),
-            id=keys.POOL_WORKFLOW_ID,
-            task_queue=s.control_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
+        """Start the pool if needed; settings given explicitly here reach the running pool."""
+        await configure_pool(await self.client(), self.settings, authoritative=False)
 
     async def allocate_run_id(self, request_id: str) -> int:
         client = await self.client()
@@ -604,12 +594,17 @@ class AsyncConjure:
         if state:
             query += f" AND ConjureState='{state}'"
         out = []
+        now = datetime.now(timezone.utc)
         async for wf in client.list_workflows(query, limit=limit):
             sa = wf.typed_search_attributes
             run_id = sa.get(keys.RUN_ID)
             if run_id is None:
                 continue
             ended = wf.close_time if wf.status != WorkflowExecutionStatus.RUNNING else None
+            try:
+                memo = await wf.memo()
+            except Exception:  # a memo this client cannot decode: no cost shown
+                memo = {}
             out.append(
                 RunSummary(
                     run_id=run_id,
@@ -619,10 +614,40 @@ class AsyncConjure:
                     created=wf.start_time,
                     ended=ended,
                     pipeline_id=sa.get(keys.PIPELINE_ID),
+                    cost=costs.from_memo(memo, ended or now),
                 )
             )
         out.sort(key=lambda r: r.run_id, reverse=True)
-        return out[:limit]
+        out = out[:limit]
+        if any(r.state == RunState.REQUESTED.value for r in out):
+            positions = await self.queue_positions()
+            for r in out:
+                r.queue_position = positions.get(keys.run_workflow_id(r.run_id))
+        return out
+
+    async def queue_positions(self) -> dict[str, int]:
+        """Run workflow id -> place in the pool's queue (1 = next)."""
+        try:
+            view = await (await self.client()).get_workflow_handle(keys.POOL_WORKFLOW_ID).query(
+                PoolWorkflow.view
+            )
+        except RPCError:
+            return {}
+        return {q.run_workflow_id: i for i, q in enumerate(view.queue, start=1)}
+
+    async def terminate_machine(self, machine_id: str, force: bool = False) -> TerminateMachineResult:
+        client = await self.client()
+        await self.ensure_pool()
+        handle = client.get_workflow_handle(keys.POOL_WORKFLOW_ID)
+        try:
+            return await handle.execute_update(
+                PoolWorkflow.terminate_machine,
+                TerminateMachineRequest(machine_id=machine_id, force=force),
+            )
+        except WorkflowUpdateFailedError as e:
+            cause = e.cause
+            msg = getattr(cause, "message", None) or str(cause or e)
+            raise ConjureError(msg) from None
 
     async def pool(self) -> PoolView:
         client = await self.client()

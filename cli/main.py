@@ -25,7 +25,8 @@ from cli.resources import register as register_resources
 from infra.config import get_settings
 from infra.errors import ConjureError, UsageError
 from infra.logs import LogLine, LogReader
-from workflows.models import RunState, RunStatus
+from workflows import cost as costs
+from workflows.models import Machine, RunState, RunStatus
 
 _current_run: int | None = None
 
@@ -290,7 +291,19 @@ def _summary_json(r: RunSummary) -> dict[str, Any]:
         "ended": r.ended.isoformat() if r.ended else None,
         "duration": r.duration,
         "pipeline": r.pipeline_id,
+        "queue_position": r.queue_position,
+        "cost": r.cost,
     }
+
+
+def _fmt_cost(cost: float | None) -> str:
+    if cost is None:
+        return "-"
+    return f"${cost:.4f}" if cost < 1 else f"${cost:.2f}"
+
+
+def _fmt_state(state: str, queue_position: int | None) -> str:
+    return f"{state} #{queue_position}" if queue_position else state
 
 
 @cli.command(name="ls")
@@ -313,7 +326,9 @@ async def ls_cmd(path: str, as_json: bool, limit: int) -> None:
     if as_json:
         click.echo(json.dumps([_summary_json(r) for r in runs], indent=2))
         return
-    click.echo(f"{'ID':>5}  {'STATE':<11}  {'TYPE':<8}  {'CREATED':<19}  {'DURATION':>9}  COMMAND")
+    click.echo(
+        f"{'ID':>5}  {'STATE':<14}  {'TYPE':<8}  {'CREATED':<19}  {'DURATION':>9}  {'COST':>8}  COMMAND"
+    )
     now = datetime.now(timezone.utc)
     for r in runs:
         dur = r.duration if r.ended else ((now - r.created).total_seconds() if r.created else None)
@@ -321,13 +336,22 @@ async def ls_cmd(path: str, as_json: bool, limit: int) -> None:
         if r.pipeline_id is not None:
             cmd += f"  (pipeline {r.pipeline_id})"
         click.echo(
-            f"{r.run_id:>5}  {r.state:<11}  {r.machine_type:<8}  {_fmt_time(r.created):<19}  "
-            f"{_fmt_duration(dur):>9}  {cmd}"
+            f"{r.run_id:>5}  {_fmt_state(r.state, r.queue_position):<14}  {r.machine_type:<8}  "
+            f"{_fmt_time(r.created):<19}  {_fmt_duration(dur):>9}  {_fmt_cost(r.cost):>8}  {cmd}"
         )
 
 
-def _status_json(st: RunStatus) -> dict[str, Any]:
+def _run_cost(st: RunStatus) -> float | None:
+    if st.leased_at is None:
+        return None
+    end = st.released_at or datetime.now(timezone.utc)
+    return costs.cost(st.spec.machine_type.price_per_hour, st.leased_at, end)
+
+
+def _status_json(st: RunStatus, queue_position: int | None = None) -> dict[str, Any]:
     data = st.model_dump(mode="json")
+    data["queue_position"] = queue_position
+    data["cost"] = _run_cost(st)
     data["created"] = st.created.isoformat() if st.created else None
     data["ended"] = st.ended.isoformat() if st.ended else None
     data["total_seconds"] = (
@@ -344,8 +368,11 @@ async def status(run_id: int, as_json: bool) -> None:
     """Show run RUN_ID: its state timeline, machine, exit code and image."""
     c = _api()
     st = await AsyncRun(c, run_id).status()
+    position = None
+    if st.state == RunState.REQUESTED:
+        position = (await c.queue_positions()).get(AsyncRun(c, run_id).workflow_id)
     if as_json:
-        click.echo(json.dumps(_status_json(st), indent=2))
+        click.echo(json.dumps(_status_json(st, position), indent=2))
         return
     click.echo(f"Run {st.run_id}: {st.state.value}" + (f" ({st.reason})" if st.reason else ""))
     click.echo(f"  command:      {st.spec.command}")
@@ -359,6 +386,13 @@ async def status(run_id: int, as_json: bool) -> None:
         click.echo(f"  code:         commit {st.spec.code.commit}")
     for name, value in st.spec.env.items():
         click.echo(f"  env:          {name}={value}")
+    if position:
+        ahead = position - 1
+        click.echo(f"  queue:        #{position} ({ahead} run(s) ahead, waiting for max_concurrent_runs or max_machines)")
+    run_cost = _run_cost(st)
+    if run_cost is not None:
+        price = st.spec.machine_type.price_per_hour
+        click.echo(f"  cost:         {_fmt_cost(run_cost)} (${price:g}/hour on the machine)")
     if st.machine_id:
         how = "reused idle machine" if st.reused_machine else "new machine"
         click.echo(f"  machine:      {st.machine_id} ({how})")
@@ -423,23 +457,52 @@ def machine_types(as_json: bool) -> None:
         click.echo(f"{m.name:<9} {m.vcpus:>5g} {m.memory_gb:>7g}  {gpu:<14} {m.price_per_hour:>7.3f}")
 
 
-@cli.command()
+def _machine_cost(m: Machine, now: datetime) -> float:
+    return costs.cost(m.price_per_hour, m.created, m.ended or now)
+
+
+@cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
+@click.pass_context
 @aio
-async def machines(as_json: bool) -> None:
-    """List the pool's machines."""
-    view = await _api().pool()
-    if as_json:
-        click.echo(json.dumps([m.model_dump(mode="json") for m in view.machines], indent=2))
+async def machines(ctx: click.Context, as_json: bool) -> None:
+    """List the pool's machines; `conjure machines terminate ID` ends one."""
+    if ctx.invoked_subcommand is not None:
         return
-    click.echo(f"{'ID':<20} {'TYPE':<8} {'PROVIDER':<8} {'STATE':<12} {'IDLE SINCE':<19} RUNS")
+    view = await _api().pool()
+    now = datetime.now(timezone.utc)
+    if as_json:
+        rows = []
+        for m in view.machines:
+            row = m.model_dump(mode="json")
+            row["cost"] = _machine_cost(m, now)
+            rows.append(row)
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(
+        f"{'ID':<20} {'TYPE':<8} {'PROVIDER':<8} {'STATE':<12} {'IDLE SINCE':<19} "
+        f"{'RUNS':>4} {'COST':>9}"
+    )
     for m in view.machines:
         click.echo(
             f"{m.id:<20} {m.machine_type:<8} {m.provider:<8} {m.state.value:<12} "
-            f"{_fmt_time(m.idle_since):<19} {m.runs_served}"
+            f"{_fmt_time(m.idle_since):<19} {m.runs_served:>4} {_fmt_cost(_machine_cost(m, now)):>9}"
         )
     if view.queue:
         click.echo(f"{len(view.queue)} run(s) waiting for a machine")
+
+
+@machines.command(name="terminate")
+@click.argument("machine_id")
+@click.option("--force", is_flag=True, help="Terminate now, interrupting its run.")
+@aio
+async def machines_terminate(machine_id: str, force: bool) -> None:
+    """Terminate machine MACHINE_ID (after its current run, unless --force)."""
+    res = await _api().terminate_machine(machine_id, force=force)
+    if res.after_run:
+        info(f"machine {res.machine_id} will terminate after its run ({res.after_run})")
+    else:
+        info(f"machine {res.machine_id} is terminating")
 
 
 register_env_commands(cli, _api)

@@ -57,8 +57,41 @@ class Settings(BaseSettings):
     default_machine_type: str = "cpu"
     idle_timeout_seconds: float = 300.0
     max_concurrent_runs: int = 0  # 0: no limit
-    machine_ready_timeout_seconds: float = 120.0
+    machine_ready_timeout_seconds: float = 120.0  # local; a cloud default is 900 (boot+install)
     machine_health_seconds: float = 30.0  # how often the pool asks the provider about machines
+    max_machines: dict[str, int] = Field(default_factory=dict)  # machine type -> cap
+    reconcile_interval_seconds: float = 60.0  # 0: no reconciler
+    agent_timeout_seconds: float = 60.0  # an idle machine's agent silent this long: terminated
+    cluster_name: str = "conjure"  # tagged on every cloud instance; the reconciler's scope
+    spot: bool = False  # spot/preemptible instances where the machine type allows
+    agent_package: str = "conjure"  # what a cloud machine pip-installs for its agent
+    disk_gb: int = 100
+
+    # AWS (provider = "aws"): boto3's usual credentials.
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str = ""  # e.g. a moto_server in tests
+    aws_image_id: str = ""  # empty: the latest Debian 12 AMI
+    aws_subnet_id: str = ""
+    aws_security_group_ids: list[str] = Field(default_factory=list)
+    aws_key_name: str = ""
+    aws_instance_profile: str = ""
+
+    # Google Cloud (provider = "gcp"): application default credentials.
+    gcp_project: str = ""
+    gcp_zone: str = "us-central1-a"
+    gcp_image: str = "projects/debian-cloud/global/images/family/debian-12"
+    gcp_network: str = "global/networks/default"
+    gcp_subnetwork: str = ""
+    gcp_service_account: str = ""
+
+    # Azure (provider = "azure"): DefaultAzureCredential.
+    azure_subscription_id: str = ""
+    azure_resource_group: str = ""
+    azure_location: str = "eastus"
+    azure_subnet_id: str = ""
+    azure_image: str = "Debian:debian-12:12-gen2:latest"  # publisher:offer:sku:version
+    azure_admin_username: str = "conjure"
+    azure_ssh_public_key: str = ""
 
     # Environment.
     base_image: str = "conjure/base:bookworm"

@@ -6,6 +6,7 @@ It holds no state of its own: start more of them to scale out.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,6 +15,7 @@ from temporalio.worker import Worker
 from activities.pipeline import PipelineActivities
 from activities.provider import ProviderActivities
 from infra.config import Settings
+from infra.pool_config import configure_pool
 from infra.temporal import make_client
 from workflows.counter import CounterWorkflow
 from workflows.pipeline import PipelineWorkflow
@@ -43,4 +45,9 @@ async def run_control_worker(settings: Settings) -> None:
     with ThreadPoolExecutor(max_workers=16) as executor:
         worker = build_worker(client, settings, executor)
         async with worker:
+            # This worker's settings reach the running pool (or start it).
+            try:
+                await configure_pool(client, settings, authoritative=True)
+            except Exception as e:  # the pool can still be configured by a client later
+                logging.warning("could not configure the pool: %s", e)
             await stop.wait()

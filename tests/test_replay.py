@@ -17,7 +17,9 @@ HISTORIES = sorted(Path(__file__).with_name("histories").glob("*.json"))
 
 def test_histories_are_committed() -> None:
     names = {p.stem for p in HISTORIES}
-    assert {"run_complete", "run_failed_with_mount", "counter", "pool", "pipeline"} <= names
+    assert {
+        "run_complete", "run_failed_with_mount", "counter", "pool", "pipeline", "pool_reconciler",
+    } <= names  # fmt: skip
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -148,6 +148,10 @@ class RunStatus(BaseModel):
     stopped_by: str = ""  # what stopped or killed the run (`conjure stop`, a stop condition…)
     log_tail: list[str] = Field(default_factory=list)  # the failed step's log, last lines
     mounts_cached: list[bool] = Field(default_factory=list)  # per mount: already on the machine
+    # Cost: the machine's price per hour times the time the run held it.
+    leased_at: datetime | None = None
+    released_at: datetime | None = None
+    cost: float = 0.0
 
     @property
     def created(self) -> datetime | None:
@@ -196,6 +200,10 @@ class Machine(BaseModel):
     run_workflow_id: str | None = None
     runs_served: int = 0
     images: list[str] = Field(default_factory=list)
+    price_per_hour: float = 0.0
+    terminate_after_run: bool = False  # `conjure machines terminate` while busy
+    ended: datetime | None = None  # when termination started
+    reason: str = ""  # why it is terminating
 
 
 class LeaseRequest(BaseModel):
@@ -230,11 +238,17 @@ class PoolConfig(BaseModel):
     max_concurrent_runs: int = 0
     machine_ready_timeout_seconds: float = 120.0
     health_check_seconds: float = 30.0  # ask the provider whether machines still exist; 0: off
+    max_machines: dict[str, int] = Field(default_factory=dict)  # machine type -> cap
+    reconcile_interval_seconds: float = 60.0  # 0: no reconciler, no health checks
+    agent_timeout_seconds: float = 60.0  # an idle agent silent this long is terminated
 
 
 class PoolState(BaseModel):
     machines: dict[str, Machine] = Field(default_factory=dict)
     queue: list[LeaseRequest] = Field(default_factory=list)
+    last_reconcile: datetime | None = None
+    orphans_terminated: int = 0
+    unresponsive_terminated: int = 0
 
 
 class PoolInput(BaseModel):
@@ -246,6 +260,44 @@ class PoolView(BaseModel):
     machines: list[Machine]
     queue: list[LeaseRequest]
     config: PoolConfig
+    last_reconcile: datetime | None = None
+    orphans_terminated: int = 0
+    unresponsive_terminated: int = 0
+
+
+class PoolConfigure(BaseModel):
+    """Signal `configure`: the named fields of `config` replace the pool's (all if empty)."""
+
+    config: PoolConfig
+    fields: list[str] = Field(default_factory=list)
+
+
+class TerminateMachineRequest(BaseModel):
+    machine_id: str
+    force: bool = False
+
+
+class TerminateMachineResult(BaseModel):
+    machine_id: str
+    state: MachineState
+    after_run: str | None = None  # the run it finishes first (no --force)
+
+
+class InstanceSummary(BaseModel):
+    """One provider instance tagged as Conjure's, as the reconciler sees it."""
+
+    machine_id: str
+    state: str = "running"  # pending | running | stopped | terminated
+    instance_id: str = ""
+    machine_type: str = ""
+
+
+class ListMachinesInput(BaseModel):
+    provider: str
+
+
+class ListMachinesResult(BaseModel):
+    instances: list[InstanceSummary] = Field(default_factory=list)
 
 
 # --- Provider activities (control queue) --------------------------------------------

@@ -4,6 +4,13 @@ Runs signal `request_lease`; the pool answers with a `lease_granted` (or
 `lease_failed`) signal to the run. Machines are provisioned through activities on
 the control queue, checked for readiness on their own queue, kept idle with a
 durable timer after a run, and terminated when the timer fires.
+
+Limits: `max_concurrent_runs` (runs beyond it wait, first come first served) and
+`max_machines` per machine type (a run of a full type waits, without holding up
+runs of other types). A reconciler (workflows/pool_reconcile.py) periodically
+terminates provider instances tagged as Conjure's that the pool does not know,
+and idle machines whose agent stopped answering. `configure` changes the config
+of the running pool; the `terminate_machine` update ends one machine.
 """
 
 from __future__ import annotations
@@ -26,19 +33,24 @@ with workflow.unsafe.imports_passed_through():
         Machine,
         MachineInfo,
         MachineState,
+        PoolConfig,
+        PoolConfigure,
         PoolInput,
         PoolState,
         PoolView,
         ProvisionInput,
         ReleaseRequest,
         TerminateInput,
+        TerminateMachineRequest,
+        TerminateMachineResult,
     )
+from workflows.pool_reconcile import ReconcilerMixin
 
 PROVIDER_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
 
 
 @workflow.defn
-class PoolWorkflow:
+class PoolWorkflow(ReconcilerMixin):
     @workflow.init
     def __init__(self, inp: PoolInput) -> None:
         self.config = inp.config
@@ -46,17 +58,26 @@ class PoolWorkflow:
         self._wake = False
         self._in_flight = 0
         self._cancelled: set[str] = set()
+        self._reconciling = False
+        self._v2 = False
 
     @workflow.run
     async def run(self, inp: PoolInput) -> None:
         if self.config.health_check_seconds > 0 and workflow.patched("machine-health-check"):
             asyncio.create_task(self._health_loop())
+        # Histories written before the reconciler existed replay without it.
+        self._v2 = workflow.patched("pool-reconciler")
         while True:
             self._dispatch()
             self._expire_idle()
+            if self._v2:
+                self._maybe_reconcile()
             self._wake = False
+            timeout = self._next_expiry()
+            if self._v2:
+                timeout = _earliest(timeout, self._next_reconcile())
             try:
-                await workflow.wait_condition(lambda: self._wake, timeout=self._next_expiry())
+                await workflow.wait_condition(lambda: self._wake, timeout=timeout)
             except asyncio.TimeoutError:
                 pass
             if (
@@ -93,12 +114,46 @@ class PoolWorkflow:
         m.run_workflow_id = None
         if req.image and req.image not in m.images:
             m.images.append(req.image)
-        if req.healthy:
+        if m.terminate_after_run:
+            self._start_terminate(m, "terminated by request after its run")
+        elif req.healthy:
             m.state = MachineState.IDLE
             m.idle_since = workflow.now()
         else:
             self._start_terminate(m)
         self._wake = True
+
+    @workflow.signal
+    def configure(self, req: PoolConfigure) -> None:
+        """New settings for the running pool; the same settings again are a no-op."""
+        new = req.config.model_dump()
+        old = self.config.model_dump()
+        names = [f for f in (req.fields or list(new)) if f in new]
+        changed = {f: new[f] for f in names if old.get(f) != new[f]}
+        if changed:
+            self.config = PoolConfig.model_validate({**old, **changed})
+            self._wake = True
+
+    @workflow.update
+    def terminate_machine(self, req: TerminateMachineRequest) -> TerminateMachineResult:
+        m = self.state.machines[req.machine_id]
+        after_run = None
+        if m.state == MachineState.TERMINATING:
+            pass
+        elif m.state == MachineState.IDLE or req.force or not m.run_workflow_id:
+            self._start_terminate(
+                m, "terminated by request" + (" (--force)" if m.run_workflow_id else "")
+            )
+        else:
+            m.terminate_after_run = True
+            after_run = m.run_workflow_id
+        self._wake = True
+        return TerminateMachineResult(machine_id=m.id, state=m.state, after_run=after_run)
+
+    @terminate_machine.validator
+    def _check_terminate(self, req: TerminateMachineRequest) -> None:
+        if req.machine_id not in self.state.machines:
+            raise ValueError(f"machine {req.machine_id} is not in the pool")
 
     @workflow.query
     def view(self) -> PoolView:
@@ -106,6 +161,9 @@ class PoolWorkflow:
             machines=list(self.state.machines.values()),
             queue=list(self.state.queue),
             config=self.config,
+            last_reconcile=self.state.last_reconcile,
+            orphans_terminated=self.state.orphans_terminated,
+            unresponsive_terminated=self.state.unresponsive_terminated,
         )
 
     # --- scheduling -----------------------------------------------------------------
@@ -117,14 +175,30 @@ class PoolWorkflow:
             if m.state in (MachineState.BUSY, MachineState.PROVISIONING) and m.run_workflow_id
         )
 
+    def _type_full(self, machine_type: str) -> bool:
+        cap = self.config.max_machines.get(machine_type, 0)
+        if not cap:
+            return False
+        n = sum(
+            1
+            for m in self.state.machines.values()
+            if m.machine_type == machine_type and m.state != MachineState.TERMINATING
+        )
+        return n >= cap
+
     def _dispatch(self) -> None:
         active = self._active()
         limit = self.config.max_concurrent_runs
-        while self.state.queue:
+        waiting: list[LeaseRequest] = []
+        queue, self.state.queue = self.state.queue, waiting
+        for req in queue:
             if limit and active >= limit:
-                return  # first come, first served: the head waits, so do the others
-            req = self.state.queue.pop(0)
+                waiting.append(req)  # first come, first served: the head waits, so do the others
+                continue
             m = self._pick_idle(req)
+            if m is None and self._type_full(req.machine_type.name):
+                waiting.append(req)  # its type is at max_machines; other types may go on
+                continue
             if m is not None:
                 m.state = MachineState.BUSY
                 m.run_workflow_id = req.run_workflow_id
@@ -142,6 +216,7 @@ class PoolWorkflow:
                     created=workflow.now(),
                     run_workflow_id=req.run_workflow_id,
                     runs_served=1,
+                    price_per_hour=req.machine_type.price_per_hour,
                 )
                 self.state.machines[machine_id] = m
                 asyncio.create_task(self._provision(m, req))
@@ -187,9 +262,16 @@ class PoolWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
             m.images = list(info.images)
+            if m.state == MachineState.TERMINATING:
+                # Terminated (--force) while it booted: the run waits for another machine.
+                self.state.queue.insert(0, req)
+                return
             m.state = MachineState.BUSY
             await self._grant(m, req, reused=False)
         except ActivityError as e:
+            if m.state == MachineState.TERMINATING and m.reason.startswith("terminated by"):
+                self.state.queue.insert(0, req)  # terminated by request while it booted
+                return
             reason = str(e.cause or e)
             m.run_workflow_id = None
             self._start_terminate(m)
@@ -300,10 +382,13 @@ class PoolWorkflow:
             if m.state in (MachineState.BUSY, MachineState.IDLE)
         )  # fmt: skip
 
-    def _start_terminate(self, m: Machine) -> None:
+    def _start_terminate(self, m: Machine, reason: str = "") -> None:
         if m.state == MachineState.TERMINATING:
             return
         m.state = MachineState.TERMINATING
+        if self._v2:
+            m.ended = workflow.now()
+            m.reason = reason or ("idle timeout" if m.idle_since else "unhealthy")
         asyncio.create_task(self._terminate(m))
 
     async def _terminate(self, m: Machine) -> None:
@@ -319,3 +404,11 @@ class PoolWorkflow:
         finally:
             self._in_flight -= 1
             self._wake = True
+
+
+def _earliest(a: timedelta | None, b: timedelta | None) -> timedelta | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)

@@ -16,7 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import keys
+    from workflows import cost, keys
     from workflows.models import (
         CancelLeaseRequest,
         CleanupInput,
@@ -170,6 +170,7 @@ class RunWorkflow:
         lease = self.lease
         self.status.machine_id = lease.machine_id
         self.status.reused_machine = lease.reused
+        self._cost_mark(leased=True)
         healthy = True
         try:
             final, reason = await self._on_machine(lease)
@@ -186,7 +187,20 @@ class RunWorkflow:
                     image=self.status.image,
                 ),
             )
+            self._cost_mark(leased=False)
         return self._finish(final, reason)
+
+    def _cost_mark(self, leased: bool) -> None:
+        """Time on the machine, its cost, and the memo `conjure ls` reads them from."""
+        now = workflow.now()
+        if leased:
+            self.status.leased_at = now
+        else:
+            self.status.released_at = now
+        price = self.inp.spec.machine_type.price_per_hour
+        self.status.cost = cost.cost(price, self.status.leased_at, self.status.released_at)
+        if workflow.patched("run-cost-memo"):
+            workflow.upsert_memo(cost.memo(price, self.status.leased_at, self.status.released_at))
 
     async def _on_machine(self, lease: Lease) -> tuple[RunState, str]:
         spec = self.inp.spec

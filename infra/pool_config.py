@@ -1,0 +1,66 @@
+"""The pool's configuration from Settings, and how a changed one reaches the running pool.
+
+The control worker sends every pool setting when it starts (it is the authority
+on the provider and its credentials); a client sends only the settings it has
+explicitly (config file or CONJURE_* variables), so a laptop with no config never
+resets the cluster's limits. The pool ignores a `configure` that changes nothing.
+"""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+
+from infra.config import Settings
+from workflows import keys
+from workflows.models import PoolConfig, PoolConfigure, PoolInput
+
+CLOUD_READY_TIMEOUT = 900.0  # a cloud machine boots, installs Docker and the agent
+
+
+def pool_config(settings: Settings) -> PoolConfig:
+    ready = settings.machine_ready_timeout_seconds
+    if settings.provider != "local" and "machine_ready_timeout_seconds" not in settings.model_fields_set:
+        ready = CLOUD_READY_TIMEOUT
+    return PoolConfig(
+        provider=settings.provider,
+        idle_timeout_seconds=settings.idle_timeout_seconds,
+        max_concurrent_runs=settings.max_concurrent_runs,
+        machine_ready_timeout_seconds=ready,
+        max_machines=dict(settings.max_machines),
+        reconcile_interval_seconds=settings.reconcile_interval_seconds,
+        agent_timeout_seconds=settings.agent_timeout_seconds,
+        health_check_seconds=settings.machine_health_seconds,
+    )
+
+
+def explicit_fields(settings: Settings) -> list[str]:
+    """Pool settings this process was given (config file or environment), not defaults."""
+    pool_fields = set(PoolConfig.model_fields)
+    given = set(settings.model_fields_set)
+    if "machine_health_seconds" in given:  # its name in Settings differs from PoolConfig's
+        given.add("health_check_seconds")
+    return sorted(f for f in given if f in pool_fields)
+
+
+async def configure_pool(client: Client, settings: Settings, *, authoritative: bool) -> None:
+    """Start the pool if it is not running, and send it this process's settings.
+
+    authoritative: every pool setting (the control worker); otherwise only the
+    explicit ones, and nothing at all when there are none.
+    """
+    config = pool_config(settings)
+    fields = list(PoolConfig.model_fields) if authoritative else explicit_fields(settings)
+    from workflows.pool import PoolWorkflow
+
+    kwargs = {}
+    if fields:
+        kwargs = {"start_signal": "configure", "start_signal_args": [PoolConfigure(config=config, fields=fields)]}
+    await client.start_workflow(
+        PoolWorkflow.run,
+        PoolInput(config=config),
+        id=keys.POOL_WORKFLOW_ID,
+        task_queue=settings.control_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        **kwargs,
+    )

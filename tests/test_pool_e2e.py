@@ -1,0 +1,226 @@
+"""The machine pool on the real embedded stack (Temporal dev server, control worker,
+local machines, Docker): max_concurrent_runs with 50 runs, queue places in
+`conjure ls`/`status`, cost, `conjure machines terminate`, the reconciler against
+a real orphan and a real dead agent, and durable idle timers across a restart of
+the control worker and the Temporal server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import docker
+import pytest
+
+from cli.api import AsyncConjure
+from infra import stack
+from infra.config import Settings, get_settings
+from infra.providers import local
+from infra.providers.local import MACHINE_LABEL
+from infra.temporal import make_client
+from tests.conftest import conjure, start_stack, stack_env, stop_stack
+from workflows import keys
+from workflows.models import MachineState, PoolView
+from workflows.pool import PoolWorkflow
+
+PRICE = 3.6  # $/hour for `cpu` in this stack: a cent per 10 s
+
+
+@pytest.fixture(scope="module")
+def pool_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    home = tmp_path_factory.mktemp("pool-home")
+    (home / "config.toml").write_text(f"[machine_types.cpu]\nprice_per_hour = {PRICE}\n")
+    saved = dict(os.environ)
+    env = stack_env(
+        home,
+        CONJURE_MAX_CONCURRENT_RUNS="3",
+        CONJURE_IDLE_TIMEOUT_SECONDS="600",
+        CONJURE_RECONCILE_INTERVAL_SECONDS="2",
+        CONJURE_AGENT_TIMEOUT_SECONDS="3",
+    )
+    settings = start_stack(env)
+    yield settings
+    stop_stack(get_settings())
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+async def view(settings: Settings) -> PoolView:
+    """The pool's view straight from Temporal (no `ensure_up`, which restarts agents)."""
+    client = await make_client(settings)
+    return await client.get_workflow_handle(keys.POOL_WORKFLOW_ID).query(PoolWorkflow.view)
+
+
+def overlap(intervals: list[tuple[datetime, datetime]]) -> int:
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    most = cur = 0
+    for _, d in events:
+        cur += d
+        most = max(most, cur)
+    return most
+
+
+async def test_fifty_runs_never_more_than_three_at_once(pool_stack: Settings, tmp_path: Path) -> None:
+    c = AsyncConjure(pool_stack)
+    runs = []
+    for _ in range(50):
+        runs.append(await c.run("sleep 0.2", cwd=tmp_path))
+
+    # Places in the queue, as `conjure ls` and `conjure status` show them.
+    ls = json.loads(conjure("ls", "--json", "-n", "60").out)
+    places = sorted(r["queue_position"] for r in ls if r["queue_position"])
+    assert places and places == list(range(1, len(places) + 1)), ls
+    last = runs[-1].id
+    st = conjure("status", str(last), "--json")
+    assert 1 <= json.loads(st.out)["queue_position"] <= max(places), st  # the queue moves on
+    human = conjure("status", str(last))
+    assert "queue:        #" in human.out and "run(s) ahead" in human.out, human
+    table = conjure("ls", "-n", "60")
+    assert "Requested #" in table.out, table
+
+    most_active = 0
+    statuses = []
+    pending = list(runs)
+    deadline = time.monotonic() + 400
+    while pending and time.monotonic() < deadline:
+        v = await view(pool_stack)
+        active = [m for m in v.machines if m.run_workflow_id and m.state != MachineState.TERMINATING]
+        most_active = max(most_active, len(active))
+        assert len(active) <= 3, v
+        still = []
+        for r in pending:
+            s = await r.status()
+            if s.state.final:
+                statuses.append(s)
+            else:
+                still.append(r)
+        pending = still
+        await asyncio.sleep(0.5)
+    assert not pending, f"{len(pending)} runs unfinished"
+    assert most_active == 3
+    assert {s.state.value for s in statuses} == {"Complete"}
+
+    spans = []
+    for s in statuses:
+        at = {ch.state.value: ch.at for ch in s.timeline}
+        spans.append((at["Building"], at["Pushing"]))
+    assert overlap(spans) <= 3
+
+    v = await view(pool_stack)
+    assert 1 <= len(v.machines) <= 3 and not v.queue
+    assert all(m.state == MachineState.IDLE for m in v.machines)
+    assert sum(m.runs_served for m in v.machines) == 50
+    assert sorted(r.machine_id for r in local.list_instances(pool_stack)) == sorted(m.id for m in v.machines)
+    ids = {m.id for m in v.machines}
+    left = [
+        ct for ct in docker.from_env().containers.list(all=True)
+        if ct.labels.get(MACHINE_LABEL) in ids
+    ]  # fmt: skip
+    assert left == []
+
+    # Cost: price x time on the machine, in status and ls alike.
+    s = statuses[0]
+    expect = PRICE * (s.released_at - s.leased_at).total_seconds() / 3600
+    assert s.cost == pytest.approx(expect) and s.cost > 0
+    row = next(r for r in json.loads(conjure("ls", "--json", "-n", "60").out) if r["id"] == s.run_id)
+    assert row["cost"] == pytest.approx(expect)
+    assert json.loads(conjure("status", str(s.run_id), "--json").out)["cost"] == pytest.approx(expect)
+    assert "cost:" in conjure("status", str(s.run_id)).out
+    machines = json.loads(conjure("machines", "--json").out)
+    assert all(m["cost"] > 0 for m in machines)
+
+
+async def test_machines_terminate(pool_stack: Settings, tmp_path: Path) -> None:
+    c = AsyncConjure(pool_stack)
+    run = await c.run("sleep 4", cwd=tmp_path)
+    for _ in range(200):
+        st = await run.status()
+        if st.state.value == "Running":
+            break
+        await asyncio.sleep(0.1)
+    mid = st.machine_id
+    r = conjure("machines", "terminate", mid)
+    assert r.code == 0 and "after its run" in r.err, r
+    await run.wait()
+    assert (await run.status()).state.value == "Complete"  # the run was left to finish
+    for _ in range(100):
+        if mid not in {m.id for m in (await view(pool_stack)).machines}:
+            break
+        await asyncio.sleep(0.1)
+    assert mid not in {m.id for m in (await view(pool_stack)).machines}
+    assert mid not in {r.machine_id for r in local.list_instances(pool_stack)}
+
+    await (await c.run("true", cwd=tmp_path)).wait()
+    idle = next(m.id for m in (await view(pool_stack)).machines if m.state == MachineState.IDLE)
+    r = conjure("machines", "terminate", idle)
+    assert r.code == 0 and "is terminating" in r.err, r
+
+    r = conjure("machines", "terminate", "local-nosuchmachine")
+    assert r.code == 1 and "not in the pool" in r.err and "Traceback" not in r.err, r
+    assert len(r.err.strip().splitlines()) == 1
+
+
+async def test_reconciler_reaps_orphan_and_dead_agent(pool_stack: Settings, tmp_path: Path) -> None:
+    c = AsyncConjure(pool_stack)
+    await (await c.run("true", cwd=tmp_path)).wait()
+    before = await view(pool_stack)
+    victim = next(m for m in before.machines if m.state == MachineState.IDLE)
+
+    orphan = local.provision(pool_stack, "local-orphan0001", c.machine_type("cpu"))
+    assert local.pid_alive(orphan.pid)
+    os.kill(local.describe(pool_stack, victim.id).pid, signal.SIGKILL)  # the agent dies
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        v = await view(pool_stack)
+        ids = {m.id for m in v.machines}
+        if victim.id not in ids and v.orphans_terminated >= 1:
+            break
+        await asyncio.sleep(0.2)
+    assert victim.id not in ids, v
+    assert v.unresponsive_terminated >= 1 and v.orphans_terminated >= 1
+    for _ in range(100):
+        if local.describe(pool_stack, "local-orphan0001") is None:
+            break
+        await asyncio.sleep(0.1)
+    assert local.describe(pool_stack, "local-orphan0001") is None
+    assert not local.pid_alive(orphan.pid)
+    assert local.describe(pool_stack, victim.id) is None
+
+
+async def test_idle_timer_survives_restart_of_worker_and_server(pool_stack: Settings, tmp_path: Path) -> None:
+    c = AsyncConjure(pool_stack)
+    await (await c.run("true", cwd=tmp_path)).wait()
+    # A changed setting reaches the running pool (the client sends what it was given).
+    # (A patient agent check, so only the idle timers end these machines.)
+    changed = {"CONJURE_IDLE_TIMEOUT_SECONDS": "25", "CONJURE_AGENT_TIMEOUT_SECONDS": "60"}
+    r = conjure("machines", env=changed)
+    assert r.code == 0, r
+    v = await view(pool_stack)
+    assert v.config.idle_timeout_seconds == 25 and v.config.agent_timeout_seconds == 60
+    silent_before = v.unresponsive_terminated
+    idle = {m.id: m.idle_since for m in v.machines if m.state == MachineState.IDLE}
+    assert idle
+
+    os.environ.update(changed)  # the restarted worker agrees
+    settings = get_settings()
+    stack.down(settings)
+    assert not stack.is_up(settings)
+    await stack.up(settings)
+    v = await view(settings)
+    assert {m.id: m.idle_since for m in v.machines if m.id in idle} == idle  # state kept
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and any(m.id in idle for m in v.machines):
+        await asyncio.sleep(0.5)
+        v = await view(settings)
+    assert not any(m.id in idle for m in v.machines), v  # the durable timers fired
+    assert time.time() >= max(idle.values()).timestamp() + 25 - 1  # not before their time
+    assert v.unresponsive_terminated == silent_before
+    assert not {r.machine_id for r in local.list_instances(settings)} & set(idle)
