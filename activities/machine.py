@@ -444,6 +444,11 @@ class MachineActivities:
         if inp.memory_gb:
             kwargs["mem_limit"] = int(min(inp.memory_gb * 2**30, self.host_memory))
             kwargs["memswap_limit"] = kwargs["mem_limit"]  # the type's RAM, no swap on top
+        if inp.gpus and shutil.which("nvidia-smi"):
+            # The NVIDIA container toolkit hands the GPUs in (`docker run --gpus N`).
+            kwargs["device_requests"] = [
+                docker.types.DeviceRequest(count=inp.gpus, capabilities=[["gpu"]])
+            ]
         try:
             c = self.docker.containers.create(
                 inp.image,

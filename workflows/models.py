@@ -409,6 +409,7 @@ class ExecuteInput(BaseModel):
     hardware_metrics_seconds: float = 10.0
     metrics_workflow_id: str = ""  # where watched metrics are signalled (stop conditions)
     watch_metrics: list[str] = Field(default_factory=list)
+    gpus: int = 0  # the machine type's GPUs, handed to the container where the host has them
 
 
 class ExecuteResult(BaseModel):

@@ -267,6 +267,7 @@ class RunWorkflow:
                     env=spec.env,
                     cpus=spec.machine_type.vcpus,
                     memory_gb=spec.machine_type.memory_gb,
+                    gpus=spec.machine_type.gpus,
                     log_lines_per_window=opts.log_lines_per_window,
                     log_window_seconds=opts.log_window_seconds,
                     secrets_key=spec.secrets_key,
