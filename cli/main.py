@@ -13,7 +13,6 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import click
@@ -23,7 +22,7 @@ from cli.env_cmds import env_options, register_env_commands
 from cli.resources import mount_note
 from cli.resources import register as register_resources
 from infra.config import get_settings
-from infra.errors import ConjureError, UsageError
+from infra.errors import ConjureError
 from infra.logs import LogLine, LogReader
 from workflows import cost as costs
 from workflows.models import Machine, RunState, RunStatus

@@ -15,7 +15,6 @@ The pipeline runs as the workflow `pipeline-<P>` (workflows/pipeline.py).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -37,29 +38,44 @@ def stack_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_stack(env: dict[str, str]) -> Settings:
+def stop_stack(settings: Settings) -> None:
+    """Terminate every local machine of the stack (agents, containers), then stop it."""
+    try:
+        for rec in local.list_instances(settings):
+            try:
+                local.terminate(settings, rec.machine_id)
+            except Exception as e:  # keep going: leave nothing else running
+                print(f"stop_stack: terminating {rec.machine_id}: {e}")
+    finally:
+        stack.down(settings)
+
+
+@contextmanager
+def running_stack(env: dict[str, str]) -> Iterator[Settings]:
+    """A stack with these CONJURE_* settings, exported for the test's `conjure` calls.
+
+    Whatever happens (a failed start included), the stack is stopped and the process
+    environment restored, so one stack's trouble never leaks into the next tests.
+    """
+    saved = dict(os.environ)
     os.environ.update(env)
     settings = get_settings()
-    asyncio.run(stack.up(settings))
-    return settings
-
-
-def stop_stack(settings: Settings) -> None:
-    for rec in local.list_instances(settings):
-        local.terminate(settings, rec.machine_id)
-    stack.down(settings)
+    try:
+        asyncio.run(stack.up(settings))
+        yield settings
+    finally:
+        try:
+            stop_stack(settings)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
 def conjure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     home = tmp_path_factory.mktemp("conjure-home")
-    env = stack_env(home, CONJURE_IDLE_TIMEOUT_SECONDS="600")
-    saved = dict(os.environ)
-    settings = start_stack(env)
-    yield settings
-    stop_stack(settings)
-    os.environ.clear()
-    os.environ.update(saved)
+    with running_stack(stack_env(home, CONJURE_IDLE_TIMEOUT_SECONDS="600")) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="session")

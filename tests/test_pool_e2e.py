@@ -24,7 +24,7 @@ from infra.config import Settings, get_settings
 from infra.providers import local
 from infra.providers.local import MACHINE_LABEL
 from infra.temporal import make_client
-from tests.conftest import conjure, start_stack, stack_env, stop_stack
+from tests.conftest import conjure, running_stack, stack_env
 from workflows import keys
 from workflows.models import MachineState, PoolView
 from workflows.pool import PoolWorkflow
@@ -36,7 +36,6 @@ PRICE = 3.6  # $/hour for `cpu` in this stack: a cent per 10 s
 def pool_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     home = tmp_path_factory.mktemp("pool-home")
     (home / "config.toml").write_text(f"[machine_types.cpu]\nprice_per_hour = {PRICE}\n")
-    saved = dict(os.environ)
     env = stack_env(
         home,
         CONJURE_MAX_CONCURRENT_RUNS="3",
@@ -44,11 +43,8 @@ def pool_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         CONJURE_RECONCILE_INTERVAL_SECONDS="2",
         CONJURE_AGENT_TIMEOUT_SECONDS="3",
     )
-    settings = start_stack(env)
-    yield settings
-    stop_stack(get_settings())
-    os.environ.clear()
-    os.environ.update(saved)
+    with running_stack(env) as settings:
+        yield settings
 
 
 async def view(settings: Settings) -> PoolView:

@@ -5,7 +5,6 @@ is S3 (moto_server), mounting a bucket that is not the store."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from infra.config import Settings
 from tests import emulators
-from tests.conftest import conjure, stack_env, start_stack, stop_stack
+from tests.conftest import conjure, running_stack, stack_env
 from tests.test_run_e2e import run_id_of
 
 
@@ -104,7 +103,6 @@ def test_resource_usage_errors(conjure_stack: Settings, tmp_path: Path, args: li
 @pytest.fixture(scope="module")
 def s3_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, str]]:
     work = tmp_path_factory.mktemp("s3-stack")
-    saved = dict(os.environ)
     with emulators.moto(work) as endpoint:
         s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
                           aws_secret_access_key="testing", region_name="us-east-1")
@@ -118,13 +116,8 @@ def s3_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Setting
             CONJURE_IDLE_TIMEOUT_SECONDS="600",
             **emulators.S3_CREDENTIALS,
         )
-        settings = start_stack(env)
-        try:
+        with running_stack(env) as settings:
             yield settings, endpoint
-        finally:
-            stop_stack(settings)
-            os.environ.clear()
-            os.environ.update(saved)
 
 
 def test_s3_store_upload_mount_bucket_and_outputs(s3_stack: tuple[Settings, str],

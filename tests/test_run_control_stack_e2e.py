@@ -5,7 +5,6 @@ the provider about its machines every second."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,19 +13,15 @@ import pytest
 
 from infra.config import Settings
 from infra.providers import local
-from tests.conftest import conjure, stack_env, start_stack, stop_stack
+from tests.conftest import conjure, running_stack, stack_env
 
 
 @pytest.fixture(scope="module")
 def limited_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    saved = dict(os.environ)
     env = stack_env(tmp_path_factory.mktemp("limited-home"), CONJURE_MAX_CONCURRENT_RUNS="1",
                     CONJURE_STOP_GRACE_SECONDS="2", CONJURE_MACHINE_HEALTH_SECONDS="1")  # fmt: skip
-    settings = start_stack(env)
-    yield settings
-    stop_stack(settings)
-    os.environ.clear()
-    os.environ.update(saved)
+    with running_stack(env) as settings:
+        yield settings
 
 
 def state(n: int) -> dict:

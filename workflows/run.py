@@ -8,7 +8,6 @@ pass through this workflow: the agent writes them to the object store.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow

@@ -8,7 +8,6 @@ started it, as a cloud machine's agent outlives the control plane.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
