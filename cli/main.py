@@ -217,16 +217,26 @@ async def _follow_or_detach(c: AsyncConjure, handle: AsyncRun, background: bool)
     sys.exit(_exit_code(status))
 
 
+_BEFORE_OUTPUT = (RunState.REQUESTED, RunState.BUILDING, RunState.MOUNTING)
+
+
 async def follow_run(run: AsyncRun) -> RunStatus:
     reader = LogReader(run._c.store, run.id)
     shown = 1  # the Requested entry is implicit in "Casting run"
     while True:
         st = await run.status()
-        for prev, change in zip(st.timeline[shown - 1 :], st.timeline[shown:]):
-            _print_transition(st, prev.state, change.state)
+        pairs = list(zip(st.timeline[shown - 1 :], st.timeline[shown:]))
         shown = len(st.timeline)
+        # State lines up to "Run is running", then the program's lines, then the rest,
+        # so a quick run's output lands between them as it happened.
+        after = [p for p in pairs if p[0].state not in _BEFORE_OUTPUT]
+        for prev, change in pairs:
+            if prev.state in _BEFORE_OUTPUT:
+                _print_transition(st, prev.state, change.state)
         for line in reader.poll():
             _emit_log(line)
+        for prev, change in after:
+            _print_transition(st, prev.state, change.state)
         if st.state.final:
             for line in reader.poll():
                 _emit_log(line)
