@@ -4,13 +4,12 @@ whose Update a workflow cannot send itself."""
 from __future__ import annotations
 
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.client import Client
 
 from infra.config import Settings
+from infra.counters import allocate
 from workflows import keys
-from workflows.counter import CounterWorkflow
-from workflows.models import AllocateInput, AllocateResult, CounterState
+from workflows.models import AllocateInput, AllocateResult
 
 
 class PipelineActivities:
@@ -21,15 +20,9 @@ class PipelineActivities:
     @activity.defn(name="allocate_run_id")
     async def allocate_run_id(self, inp: AllocateInput) -> AllocateResult:
         """Deduplicated by the request id, so a retried attempt gets the same id."""
-        start = WithStartWorkflowOperation(
-            CounterWorkflow.run,
-            CounterState(),
-            id=keys.COUNTER_WORKFLOW_ID,
-            task_queue=self.settings.control_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
-        return await self.client.execute_update_with_start_workflow(
-            CounterWorkflow.allocate, inp, start_workflow_operation=start
+        return await allocate(
+            self.client, keys.COUNTER_WORKFLOW_ID, self.settings.control_task_queue,
+            inp.request_id,
         )
 
     def all(self) -> list:

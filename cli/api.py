@@ -21,7 +21,6 @@ from typing import Any
 
 from temporalio.client import (
     Client,
-    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -41,6 +40,7 @@ from cli.mounts import parse_mount
 from infra import environment, stack
 from infra.catalog import UnknownMachineType, load_catalog, lookup
 from infra.config import Settings, get_settings
+from infra.counters import allocate
 from infra.errors import ConjureError, UsageError
 from infra.logs import LogLine, LogReader
 from infra.secrets import REDACTED, SECRETS_ROOT, is_secret, split_env, store_secrets
@@ -50,10 +50,7 @@ from infra.temporal import ServerUnreachable, make_client
 from infra.pool_config import configure_pool
 from workflows import cost as costs
 from workflows import keys
-from workflows.counter import CounterWorkflow
 from workflows.models import (
-    AllocateInput,
-    CounterState,
     EnvSpec,
     MachineType,
     MountSpec,
@@ -272,18 +269,9 @@ class AsyncConjure:
         await configure_pool(await self.client(), self.settings, authoritative=False)
 
     async def allocate_run_id(self, request_id: str) -> int:
-        client = await self.client()
-        start = WithStartWorkflowOperation(
-            CounterWorkflow.run,
-            CounterState(),
-            id=keys.COUNTER_WORKFLOW_ID,
-            task_queue=self.settings.control_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
-        result = await client.execute_update_with_start_workflow(
-            CounterWorkflow.allocate,
-            AllocateInput(request_id=request_id),
-            start_workflow_operation=start,
+        result = await allocate(
+            await self.client(), keys.COUNTER_WORKFLOW_ID, self.settings.control_task_queue,
+            request_id,
         )
         return result.run_id
 

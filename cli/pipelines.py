@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -30,10 +29,9 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from infra.counters import allocate
 from infra.errors import ConjureError, UsageError
 from workflows import keys
-from workflows.counter import CounterWorkflow
-from workflows.models import AllocateInput, CounterState
 from workflows.pipeline import PipelineWorkflow
 from workflows.pipeline_models import (
     PipelineInput,
@@ -254,18 +252,9 @@ class Pipeline:
 
 
 async def allocate_pipeline_id(c: Any, request_id: str) -> int:
-    client = await c.client()
-    start = WithStartWorkflowOperation(
-        CounterWorkflow.run,
-        CounterState(),
-        id=keys.PIPELINE_COUNTER_WORKFLOW_ID,
-        task_queue=c.settings.control_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
-    result = await client.execute_update_with_start_workflow(
-        CounterWorkflow.allocate,
-        AllocateInput(request_id=request_id),
-        start_workflow_operation=start,
+    result = await allocate(
+        await c.client(), keys.PIPELINE_COUNTER_WORKFLOW_ID, c.settings.control_task_queue,
+        request_id,
     )
     return result.run_id
 

@@ -157,6 +157,27 @@ class Settings(BaseSettings):
         """Where local machines keep their state (workspaces, caches)."""
         return self.home / "machines"
 
+    def child_env(self) -> dict[str, str]:
+        """This process's environment plus every setting made here, as CONJURE_* variables,
+        so a process Conjure starts (worker, agent) sees the same settings, including
+        ones given to `Settings(...)` in code rather than through the environment."""
+        import json
+
+        env = dict(os.environ)
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, (dict, list)):
+                text = json.dumps(value)
+            else:
+                text = str(value)
+            env[f"CONJURE_{name.upper()}"] = text
+        env["CONJURE_HOME"] = str(self.home)
+        return env
+
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 

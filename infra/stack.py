@@ -55,7 +55,7 @@ def _spawn(settings: Settings, name: str, cmd: list[str]) -> int:
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "CONJURE_HOME": str(settings.home)},
+        env=settings.child_env(),
         start_new_session=True,
         close_fds=True,
     )

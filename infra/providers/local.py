@@ -76,7 +76,7 @@ def pid_alive(pid: int) -> bool:
 def _start_agent(settings: Settings, rec: InstanceRecord) -> int:
     d = _dir(settings, rec.machine_id)
     log = open(d / "agent.log", "ab")
-    env = {**os.environ, "CONJURE_HOME": str(settings.home)}
+    env = settings.child_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker_agent", "--machine-id", rec.machine_id],
         stdin=subprocess.DEVNULL,
