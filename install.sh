@@ -111,7 +111,7 @@ up_to_date() {
   for e in ${EXTRAS//,/ }; do
     case ",${old_extras}," in *",${e},"*) ;; *) return 1 ;; esac
   done
-  .venv/bin/python -c 'import infra.base_image' >/dev/null 2>&1
+  .venv/bin/python -c 'import conjure.infra.base_image' >/dev/null 2>&1
 }
 if up_to_date; then
   say "conjure already installed in .venv (${target})"
@@ -139,6 +139,6 @@ fi
 say "ensuring the base image"
 conjure_env=()
 while IFS= read -r line; do conjure_env+=("$line"); done < <(env | grep '^CONJURE_' || true)
-as_root env "${conjure_env[@]}" "$REPO/.venv/bin/python" -m infra.base_image
+as_root env "${conjure_env[@]}" "$REPO/.venv/bin/python" -m conjure.infra.base_image
 
 say "ready: activate with 'source .venv/bin/activate'"

@@ -37,6 +37,19 @@ if ! dpkg-query -W -f='${Status}' docker-registry 2>/dev/null | grep -q 'install
   fi
 fi
 
+echo "==> ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+# mypy checks the `conjure` package as installed; it cannot follow setuptools' editable
+# finder, so a tree of links under .venv mirrors pyproject's package-dir mapping.
+echo "==> mypy"
+tree=.venv/typecheck/conjure
+mkdir -p "$tree"
+ln -sfn "$REPO/__init__.py" "$tree/__init__.py"
+for d in workflows activities cli worker_agent infra; do ln -sfn "$REPO/$d" "$tree/$d"; done
+MYPYPATH=.venv/typecheck .venv/bin/mypy -p conjure
+
 echo "==> pytest"
 rc=0
 .venv/bin/python -m pytest -q -rs "$@" || rc=$?

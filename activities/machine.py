@@ -29,22 +29,28 @@ from docker.types import Mount
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from activities.run_control import (
+from conjure.activities.resources import (
+    MountError,
+    mount_all,
+    mount_writes,
+    overlay_mount,
+    remove_volumes,
+)
+from conjure.activities.run_control import (
     container_sampler,
     log_tail_details,
     read_halt,
     write_halt,
 )
-from infra import env_build
-from activities.resources import MountError, mount_all, mount_writes, overlay_mount, remove_volumes
-from infra.base_image import ensure_base_image
-from infra.config import Settings
-from infra.logs import LogWriter, RateLimiter, stored_until
-from infra.metrics import MetricsPump, Point, ensure_file
-from infra.providers.local import MACHINE_LABEL
-from infra.secrets import load_secrets
-from infra.store import Store, StoreError
-from workflows.models import (
+from conjure.infra import env_build
+from conjure.infra.base_image import ensure_base_image
+from conjure.infra.config import Settings
+from conjure.infra.logs import LogWriter, RateLimiter, stored_until
+from conjure.infra.metrics import MetricsPump, Point, ensure_file
+from conjure.infra.providers.local import MACHINE_LABEL
+from conjure.infra.secrets import load_secrets
+from conjure.infra.store import Store, StoreError
+from conjure.workflows.models import (
     CleanupInput,
     EnvInput,
     EnvResult,
@@ -179,8 +185,10 @@ class MachineActivities:
         rel = PurePosixPath(code.relative_cwd.strip("/")) if code.relative_cwd.strip("/") else None
         if rel is not None and (rel.is_absolute() or ".." in rel.parts):
             raise _user_error(f"bad working directory {code.relative_cwd!r}", "BadWorkdir")
-        parts = [CONTAINER_ROOT] + ([code.repo_name] if code.repo_name else []) + (
-            [str(rel)] if rel else []
+        parts = (
+            [CONTAINER_ROOT]
+            + ([code.repo_name] if code.repo_name else [])
+            + ([str(rel)] if rel else [])
         )
         workdir = str(PurePosixPath(*parts))
         host_workdir = self.host_path(inp.run_id, workdir)
@@ -196,7 +204,9 @@ class MachineActivities:
             try:
                 self.store.get_file(key, path)
             except (StoreError, FileNotFoundError) as e:
-                raise _user_error(f"code object {key} is missing from the store: {e}", "NoCode")
+                raise _user_error(
+                    f"code object {key} is missing from the store: {e}", "NoCode"
+                ) from e
         return path
 
     @activity.defn(name="ensure_environment")
@@ -234,7 +244,7 @@ class MachineActivities:
                         log_tail_details(tail),
                         type="BuildFailed",
                         non_retryable=True,
-                    )
+                    ) from e
                 return False
 
             try:
@@ -252,7 +262,7 @@ class MachineActivities:
             except env_build.EnvError as e:
                 raise ApplicationError(
                     str(e), log_tail_details(tail), type="BuildFailed", non_retryable=True
-                )
+                ) from e
             if out.source == "cached" and inp.spec.tag:
                 writer.note(f"[conjure] environment cached: {out.image}")
             return EnvResult(
@@ -283,11 +293,15 @@ class MachineActivities:
     def mount_resources(self, inp: MountInput) -> MountResult:
         try:
             return mount_all(
-                self.settings, self.store, self.dir, self.run_dir(inp.run_id), inp,
+                self.settings,
+                self.store,
+                self.dir,
+                self.run_dir(inp.run_id),
+                inp,
                 activity.heartbeat,
             )
         except MountError as e:
-            raise _user_error(str(e), "NoSuchResource")
+            raise _user_error(str(e), "NoSuchResource") from e
 
     # --- Running --------------------------------------------------------------------
 
@@ -359,7 +373,7 @@ class MachineActivities:
             signal = self.signal_workflow
 
             def forward(points: list[Point]) -> bool:
-                from workflows.stop_conditions import MetricBatch, MetricPoint
+                from conjure.workflows.stop_conditions import MetricBatch, MetricPoint
 
                 batch = MetricBatch(
                     points=[
@@ -388,9 +402,7 @@ class MachineActivities:
         if halt is None or applied == "kill" or applied == halt[0]:
             return applied
         kind, grace = halt
-        threading.Thread(
-            target=self._signal, args=(container, kind, grace), daemon=True
-        ).start()
+        threading.Thread(target=self._signal, args=(container, kind, grace), daemon=True).start()
         return kind
 
     @staticmethod
@@ -465,7 +477,7 @@ class MachineActivities:
         except docker.errors.Conflict:  # a concurrent attempt created it first
             return self.docker.containers.get(name)
         except docker.errors.ImageNotFound:
-            raise _user_error(f"image {inp.image} is not on this machine", "NoImage")
+            raise _user_error(f"image {inp.image} is not on this machine", "NoImage") from None
         c.start()
         return c
 
@@ -619,7 +631,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """
     out: dict[str, tuple[int, int]] = {}
     real_root = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
             path = Path(dirpath) / name
             try:

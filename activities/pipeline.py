@@ -6,10 +6,10 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.client import Client
 
-from infra.config import Settings
-from infra.counters import allocate
-from workflows import keys
-from workflows.models import AllocateInput, AllocateResult
+from conjure.infra.config import Settings
+from conjure.infra.counters import allocate
+from conjure.workflows import keys
+from conjure.workflows.models import AllocateInput, AllocateResult
 
 
 class PipelineActivities:
@@ -21,7 +21,9 @@ class PipelineActivities:
     async def allocate_run_id(self, inp: AllocateInput) -> AllocateResult:
         """Deduplicated by the request id, so a retried attempt gets the same id."""
         return await allocate(
-            self.client, keys.COUNTER_WORKFLOW_ID, self.settings.control_task_queue,
+            self.client,
+            keys.COUNTER_WORKFLOW_ID,
+            self.settings.control_task_queue,
             inp.request_id,
         )
 

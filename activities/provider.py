@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from infra.config import Settings
-from infra.providers import get_provider
-from infra.providers.base import ProviderError
-from workflows.models import (
+from conjure.infra.config import Settings
+from conjure.infra.providers import get_provider
+from conjure.infra.providers.base import ProviderError
+from conjure.workflows.models import (
     DescribeMachinesInput,
     DescribeMachinesResult,
     InstanceSummary,

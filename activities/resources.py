@@ -16,6 +16,7 @@ bound read-only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -32,9 +33,9 @@ from typing import Any
 import docker
 import docker.errors
 
-from infra.config import Settings
-from infra.store import BadKey, Store, StoreError, clean_key, open_source
-from workflows.models import Bind, MountInput, MountResult
+from conjure.infra.config import Settings
+from conjure.infra.store import BadKey, Store, StoreError, clean_key, open_source
+from conjure.workflows.models import Bind, MountInput, MountResult
 
 MOUNTS_FILE = "mounts.json"
 VOLUME_LABEL = "org.conjure.mount"
@@ -84,7 +85,7 @@ def mount_all(
         moved = [0]
         lock = threading.Lock()
 
-        def progress(n: int) -> None:
+        def progress(n: int, lock: threading.Lock = lock, moved: list[int] = moved) -> None:
             with lock:
                 moved[0] += n
 
@@ -92,9 +93,11 @@ def mount_all(
             cache.mkdir(parents=True, exist_ok=True)
             tmp = cache / f".{fp}.{uuid.uuid4().hex}"
             _wait(
-                lambda: src_store.get_tree(key, tmp / "data", progress=progress, entries=entries),
+                functools.partial(
+                    src_store.get_tree, key, tmp / "data", progress=progress, entries=entries
+                ),
                 heartbeat,
-                lambda: {"mount": i, "bytes": moved[0]},
+                lambda i=i, moved=moved: {"mount": i, "bytes": moved[0]},
             )
             (tmp / ".complete").write_text(m.source)
             if root.exists() and not (root / ".complete").exists():

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from infra.metrics import CPU, GPU, GPU_MEMORY, MEMORY, cpu_percent, gpu_sample, memory_mb
+from conjure.infra.metrics import CPU, GPU, GPU_MEMORY, MEMORY, cpu_percent, gpu_sample, memory_mb
 
 # Written in the run's folder by `signal_container`: "stop <grace>" or "kill". The
 # execute activity applies it if the container did not exist yet when it arrived.

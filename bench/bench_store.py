@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.store import Store  # noqa: E402
-from tests import emulators  # noqa: E402
+from conjure.infra.store import Store
+from tests import emulators
 
 
 def parse_size(text: str) -> int:
@@ -96,12 +96,18 @@ def main() -> None:
             for i, (name, (src, nbytes)) in enumerate(sets.items()):
                 key = f"uploads/set{i}"
                 ours = timed(lambda: st.put_tree(src, key))
-                base = timed(lambda: subprocess.run(["cp", "-r", str(src), str(work / f"cp-up{i}")],
-                                                    check=True))
+                base = timed(
+                    lambda: subprocess.run(
+                        ["cp", "-r", str(src), str(work / f"cp-up{i}")], check=True
+                    )
+                )
                 rows.append(("local vs cp -r", f"upload {name}", nbytes, ours, base))
                 ours = timed(lambda: st.get_tree(key, work / f"down{i}"))
-                base = timed(lambda: subprocess.run(
-                    ["cp", "-r", f"{work}/store/{key}", str(work / f"cp-down{i}")], check=True))
+                base = timed(
+                    lambda: subprocess.run(
+                        ["cp", "-r", f"{work}/store/{key}", str(work / f"cp-down{i}")], check=True
+                    )
+                )
                 rows.append(("local vs cp -r", f"download {name}", nbytes, ours, base))
                 for d in (work / f"down{i}", work / f"cp-down{i}", work / f"cp-up{i}"):
                     shutil.rmtree(d)
@@ -114,8 +120,13 @@ def main() -> None:
                 creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
                 s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **creds)
                 s3.create_bucket(Bucket="bench")
-                st = Store("s3://bench/conjure", workers=args.workers, endpoint_url=endpoint,
-                           key="testing", secret="testing")
+                st = Store(
+                    "s3://bench/conjure",
+                    workers=args.workers,
+                    endpoint_url=endpoint,
+                    key="testing",
+                    secret="testing",
+                )
                 for i, (name, (src, nbytes)) in enumerate(sets.items()):
                     key = f"uploads/set{i}"
                     files = files_of(src)
@@ -144,12 +155,18 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"{'backend':<20} {'operation':<28} {'conjure MiB/s':>14} {'baseline MiB/s':>15} {'ratio':>6}")
+    print(
+        f"{'backend':<20} {'operation':<28} {'conjure MiB/s':>14} {'baseline MiB/s':>15} {'ratio':>6}"
+    )
     for backend, op, nbytes, ours, base in rows:
-        print(f"{backend:<20} {op:<28} {nbytes / ours / 2**20:>14.1f} "
-              f"{nbytes / base / 2**20:>15.1f} {base / ours:>6.2f}")
-    print(f"\npeak RSS of this process: {peak_rss_mib():.0f} MiB (data moved: "
-          f"{size >> 20} MiB in large files)")
+        print(
+            f"{backend:<20} {op:<28} {nbytes / ours / 2**20:>14.1f} "
+            f"{nbytes / base / 2**20:>15.1f} {base / ours:>6.2f}"
+        )
+    print(
+        f"\npeak RSS of this process: {peak_rss_mib():.0f} MiB (data moved: "
+        f"{size >> 20} MiB in large files)"
+    )
 
 
 if __name__ == "__main__":

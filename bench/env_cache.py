@@ -59,10 +59,10 @@ def main() -> None:
         CONJURE_EMBEDDED_PORT=str(free_port()),
         CONJURE_EMBEDDED_UI_PORT=str(free_port()),
     )
-    from cli.api import AsyncConjure
-    from infra import stack
-    from infra.config import get_settings
-    from infra.providers import local
+    from conjure.cli.api import AsyncConjure
+    from conjure.infra import stack
+    from conjure.infra.config import get_settings
+    from conjure.infra.providers import local
 
     settings = get_settings()
     asyncio.run(stack.up(settings))

@@ -47,13 +47,15 @@ def sh(*cmd: str, cwd: str | None = None, env: dict[str, str] | None = None) -> 
         env={**os.environ, **(env or {})},
     )  # fmt: skip
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise SystemExit(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc.stdout
 
 
 async def status(run_id: int) -> dict:
-    from cli.api import AsyncConjure, AsyncRun
-    from infra.config import get_settings
+    from conjure.cli.api import AsyncConjure, AsyncRun
+    from conjure.infra.config import get_settings
 
     st = await AsyncRun(AsyncConjure(get_settings(), autostart=False), run_id).status()
     return st.model_dump(mode="json")
@@ -95,8 +97,8 @@ def timed_docker(verb: str, image: str) -> float:
 
 
 def timed_interrupt(work: str, heartbeat: float) -> float:
-    from infra.config import get_settings
-    from infra.providers import local
+    from conjure.infra.config import get_settings
+    from conjure.infra.providers import local
 
     run_id = start(work, env={"CONJURE_EXECUTE_HEARTBEAT_SECONDS": str(heartbeat)})
     machine = asyncio.run(status(run_id))["machine_id"]
@@ -126,9 +128,9 @@ def main() -> None:
         CONJURE_EMBEDDED_UI_PORT=str(free_port()),
         CONJURE_IDLE_TIMEOUT_SECONDS="600",
     )
-    from infra import stack
-    from infra.config import get_settings
-    from infra.providers import local
+    from conjure.infra import stack
+    from conjure.infra.config import get_settings
+    from conjure.infra.providers import local
 
     settings = get_settings()
     work = tempfile.mkdtemp(prefix="conjure-bench-cwd-")
@@ -154,7 +156,9 @@ def main() -> None:
         b = statistics.median(rows[base])
         print(f"{'baseline ' + base:44} {med(rows[base])}   1.00")
         c = rows[f"conjure {label}"]
-        print(f"{'conjure ' + label + ' -> final state':44} {med(c)}   {statistics.median(c) / b:.2f}")
+        print(
+            f"{'conjure ' + label + ' -> final state':44} {med(c)}   {statistics.median(c) / b:.2f}"
+        )
     i = rows["interrupted"]
     print(f"{f'agent SIGKILL -> Interrupted (heartbeat {args.heartbeat:g}s)':44} {med(i)}   "
           f"{statistics.median(i) / args.heartbeat:.2f} x heartbeat timeout")  # fmt: skip

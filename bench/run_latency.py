@@ -43,7 +43,9 @@ def timed(cmd: list[str], cwd: str) -> float:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0 or "hi" not in proc.stdout:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise SystemExit(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return elapsed
 
 
@@ -67,9 +69,9 @@ def main() -> None:
         CONJURE_EMBEDDED_UI_PORT=str(free_port()),
         CONJURE_IDLE_TIMEOUT_SECONDS="600",
     )
-    from infra import stack
-    from infra.config import get_settings
-    from infra.providers import local
+    from conjure.infra import stack
+    from conjure.infra.config import get_settings
+    from conjure.infra.providers import local
 
     settings = get_settings()
     image = settings.base_image

@@ -1,6 +1,6 @@
 """Conjure's Python API. The `conjure` command is a thin shell over it.
 
-    from cli.api import Conjure
+    from conjure.cli.api import Conjure
     c = Conjure()
     run = c.run("python train.py", machine_type="cpu", mounts=["runs/12/out:/mnt/data"])
     print(run.id, run.wait().state)
@@ -34,23 +34,23 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli import resources
-from cli.code import package_code, package_github
-from cli.mounts import parse_mount
-from infra import environment, stack
-from infra.catalog import UnknownMachineType, load_catalog, lookup
-from infra.config import Settings, get_settings
-from infra.counters import allocate
-from infra.errors import ConjureError, UsageError
-from infra.logs import LogLine, LogReader
-from infra.secrets import REDACTED, SECRETS_ROOT, is_secret, split_env, store_secrets
-from infra.metrics import Point, read_metrics
-from infra.store import Entry, Store, StoreError, open_source, open_store
-from infra.temporal import ServerUnreachable, make_client
-from infra.pool_config import configure_pool
-from workflows import cost as costs
-from workflows import keys
-from workflows.models import (
+from conjure.cli import resources
+from conjure.cli.code import package_code, package_github
+from conjure.cli.mounts import parse_mount
+from conjure.infra import environment, stack
+from conjure.infra.catalog import UnknownMachineType, load_catalog, lookup
+from conjure.infra.config import Settings, get_settings
+from conjure.infra.counters import allocate
+from conjure.infra.errors import ConjureError, UsageError
+from conjure.infra.logs import LogLine, LogReader
+from conjure.infra.metrics import Point, read_metrics
+from conjure.infra.pool_config import configure_pool
+from conjure.infra.secrets import REDACTED, SECRETS_ROOT, is_secret, split_env, store_secrets
+from conjure.infra.store import Entry, Store, StoreError, open_source, open_store
+from conjure.infra.temporal import ServerUnreachable, make_client
+from conjure.workflows import cost as costs
+from conjure.workflows import keys
+from conjure.workflows.models import (
     EnvSpec,
     MachineType,
     MountSpec,
@@ -63,9 +63,9 @@ from workflows.models import (
     TerminateMachineRequest,
     TerminateMachineResult,
 )
-from workflows.pool import PoolWorkflow
-from workflows.run import RunWorkflow
-from workflows.stop_conditions import StopCondition, StopRequest, parse_stop_condition
+from conjure.workflows.pool import PoolWorkflow
+from conjure.workflows.run import RunWorkflow
+from conjure.workflows.stop_conditions import StopCondition, StopRequest, parse_stop_condition
 
 
 @dataclass
@@ -112,17 +112,25 @@ def check_local_image(settings: Settings, image: str) -> None:
     """--docker-image on the local provider: present or pullable, with a shell and Python."""
     import docker
 
-    from infra import env_build
+    from conjure.infra import env_build
 
-    client = docker.DockerClient(base_url=settings.docker_host) if settings.docker_host else docker.from_env()
+    client = (
+        docker.DockerClient(base_url=settings.docker_host)
+        if settings.docker_host
+        else docker.from_env()
+    )
     if not env_build.image_exists(client, image):
         reason = env_build.try_pull(client, image, lambda line: None)
         if reason is not None:
-            raise UsageError(f"--docker-image: {image} is neither on this machine nor pullable: {reason}")
+            raise UsageError(
+                f"--docker-image: {image} is neither on this machine nor pullable: {reason}"
+            )
     try:
         env_build.check_custom_image(client, image)
     except env_build.EnvError as e:
         raise UsageError(f"--docker-image: {e}") from None
+
+
 def parse_stop_conditions(texts: Sequence[str]) -> list[StopCondition]:
     """`--stop-condition` values; a malformed one is a UsageError (exit 2)."""
     out = []
@@ -270,7 +278,9 @@ class AsyncConjure:
 
     async def allocate_run_id(self, request_id: str) -> int:
         result = await allocate(
-            await self.client(), keys.COUNTER_WORKFLOW_ID, self.settings.control_task_queue,
+            await self.client(),
+            keys.COUNTER_WORKFLOW_ID,
+            self.settings.control_task_queue,
             request_id,
         )
         return result.run_id
@@ -352,8 +362,10 @@ class AsyncConjure:
         mtype = self.machine_type(machine_type)
         env = dict(env or {})
         for name in env:
-            if not name or not (name[0].isalpha() or name[0] == "_") or not all(
-                ch.isalnum() or ch == "_" for ch in name
+            if (
+                not name
+                or not (name[0].isalpha() or name[0] == "_")
+                or not all(ch.isalnum() or ch == "_" for ch in name)
             ):
                 raise UsageError(f"--env: {name!r} is not a valid variable name")
         env_spec = self.environment(
@@ -416,10 +428,12 @@ class AsyncConjure:
     def parse_mounts(
         self, mounts: Sequence[str], code: Any, *, step_refs: set[str] | None = None
     ) -> list[MountSpec]:
-        from workflows.pipeline_models import step_ref
+        from conjure.workflows.pipeline_models import step_ref
 
-        workdir = "/conjure" + (f"/{code.repo_name}" if code.repo_name else "") + (
-            f"/{code.relative_cwd}" if code.relative_cwd else ""
+        workdir = (
+            "/conjure"
+            + (f"/{code.repo_name}" if code.repo_name else "")
+            + (f"/{code.relative_cwd}" if code.relative_cwd else "")
         )
         mount_specs = []
         for text in mounts:
@@ -493,7 +507,7 @@ class AsyncConjure:
             env=given,
             code=code,
         )
-        spec.env.update({k: REDACTED for k in missing})
+        spec.env.update(dict.fromkeys(missing, REDACTED))
         spec.environment = old.environment
         return await self.submit(spec, self.run_options())
 
@@ -616,14 +630,18 @@ class AsyncConjure:
     async def queue_positions(self) -> dict[str, int]:
         """Run workflow id -> place in the pool's queue (1 = next)."""
         try:
-            view = await (await self.client()).get_workflow_handle(keys.POOL_WORKFLOW_ID).query(
-                PoolWorkflow.view
+            view = (
+                await (await self.client())
+                .get_workflow_handle(keys.POOL_WORKFLOW_ID)
+                .query(PoolWorkflow.view)
             )
         except RPCError:
             return {}
         return {q.run_workflow_id: i for i, q in enumerate(view.queue, start=1)}
 
-    async def terminate_machine(self, machine_id: str, force: bool = False) -> TerminateMachineResult:
+    async def terminate_machine(
+        self, machine_id: str, force: bool = False
+    ) -> TerminateMachineResult:
         client = await self.client()
         await self.ensure_pool()
         handle = client.get_workflow_handle(keys.POOL_WORKFLOW_ID)
@@ -722,12 +740,12 @@ class Conjure:
 
     def pipeline(self, steps: Sequence[Any], *, name: str = "", **kwargs: Any) -> Any:
         """Start a pipeline of `Step`s (cli.pipelines.Step); returns a Pipeline handle."""
-        from cli.pipelines import Pipeline, run_pipeline
+        from conjure.cli.pipelines import Pipeline, run_pipeline
 
         return Pipeline(self, self._sync(run_pipeline(self.aio, steps, name=name, **kwargs)))
 
     def get_pipeline(self, pipeline_id: int) -> Any:
-        from cli.pipelines import Pipeline, get_pipeline
+        from conjure.cli.pipelines import Pipeline, get_pipeline
 
         return Pipeline(self, self._sync(get_pipeline(self.aio, pipeline_id)))
 

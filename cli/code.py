@@ -13,9 +13,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.errors import ConjureError
-from infra.store import Store
-from workflows.models import CodeSpec
+from conjure.infra.errors import ConjureError
+from conjure.infra.store import Store
+from conjure.workflows.models import CodeSpec
 
 
 @dataclass
@@ -68,7 +68,9 @@ def package_code(
         if line
     ]
     if untracked:
-        shown = ", ".join(untracked[:10]) + (f" and {len(untracked) - 10} more" if len(untracked) > 10 else "")
+        shown = ", ".join(untracked[:10]) + (
+            f" and {len(untracked) - 10} more" if len(untracked) > 10 else ""
+        )
         out.warnings.append(
             f"{len(untracked)} untracked file(s) will not be in the run: {shown} (git add them to include them)"
         )

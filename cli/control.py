@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 
 import click
 
-from cli.api import AsyncConjure, AsyncRun
-from infra.config import get_settings
-from infra.metrics import Point
-from workflows.models import RunState, RunStatus
+from conjure.cli.api import AsyncConjure, AsyncRun
+from conjure.infra.config import get_settings
+from conjure.infra.metrics import Point
+from conjure.workflows.models import RunState, RunStatus
 
 SPARKS = "▁▂▃▄▅▆▇█"
 

@@ -44,7 +44,7 @@ def _size(n: int) -> str:
 def _docker(api_factory: Callable[[], Any]) -> Any:
     import docker
 
-    from infra.errors import ConjureError
+    from conjure.infra.errors import ConjureError
 
     s = api_factory().settings
     try:
@@ -79,7 +79,7 @@ def register_env_commands(cli: click.Group, api_factory: Callable[[], Any]) -> N
         """List Conjure's cached environment and framework images on this Docker engine."""
         if ctx.invoked_subcommand is not None:
             return
-        from infra import env_build
+        from conjure.infra import env_build
 
         found = env_build.list_images(_docker(api_factory))
         if as_json:
@@ -90,14 +90,18 @@ def register_env_commands(cli: click.Group, api_factory: Callable[[], Any]) -> N
         for i in found:
             total += i.size
             for tag in i.tags or [i.id]:
-                click.echo(f"{tag:<52} {i.kind:<9} {i.framework:<10} {_size(i.size):>8}  {i.created}")
-        click.echo(f"{len(found)} image(s), {_size(total)} (layers shared with the base image counted in each)")
+                click.echo(
+                    f"{tag:<52} {i.kind:<9} {i.framework:<10} {_size(i.size):>8}  {i.created}"
+                )
+        click.echo(
+            f"{len(found)} image(s), {_size(total)} (layers shared with the base image counted in each)"
+        )
 
     @images.command()
     @click.argument("tags", nargs=-1)
     def prune(tags: tuple[str, ...]) -> None:
         """Remove cached environment images (all of them, or the TAGS given)."""
-        from infra import env_build
+        from conjure.infra import env_build
 
         removed, kept = env_build.prune_images(_docker(api_factory), list(tags) or None)
         for t in removed:

@@ -17,15 +17,15 @@ from typing import Any
 
 import click
 
-from cli.api import AsyncConjure, AsyncRun, RunSummary
-from cli.env_cmds import env_options, register_env_commands
-from cli.resources import mount_note
-from cli.resources import register as register_resources
-from infra.config import get_settings
-from infra.errors import ConjureError
-from infra.logs import LogLine, LogReader
-from workflows import cost as costs
-from workflows.models import Machine, RunState, RunStatus
+from conjure.cli.api import AsyncConjure, AsyncRun, RunSummary
+from conjure.cli.env_cmds import env_options, register_env_commands
+from conjure.cli.resources import mount_note
+from conjure.cli.resources import register as register_resources
+from conjure.infra.config import get_settings
+from conjure.infra.errors import ConjureError
+from conjure.infra.logs import LogLine, LogReader
+from conjure.workflows import cost as costs
+from conjure.workflows.models import Machine, RunState, RunStatus
 
 _current_run: int | None = None
 
@@ -102,7 +102,7 @@ def cli() -> None:
 @aio
 async def up() -> None:
     """Start the embedded stack (Temporal dev server, control worker, local machines)."""
-    from infra import stack
+    from conjure.infra import stack
 
     s = get_settings()
     report = await stack.up(s)
@@ -116,7 +116,7 @@ async def up() -> None:
 @cli.command()
 def down() -> None:
     """Stop the embedded stack. Runs and machines are kept for the next `conjure up`."""
-    from infra import stack
+    from conjure.infra import stack
 
     stopped = stack.down(get_settings())
     info("stopped " + ", ".join(stopped) if stopped else "nothing was running")
@@ -125,7 +125,7 @@ def down() -> None:
 @cli.command()
 def worker() -> None:
     """Run a control worker in the foreground (workflows and provider activities)."""
-    from infra.control_worker import run_control_worker
+    from conjure.infra.control_worker import run_control_worker
 
     asyncio.run(run_control_worker(get_settings()))
 
@@ -134,7 +134,7 @@ def worker() -> None:
 @click.option("--machine-id", required=True, help="This machine's id in the pool.")
 def agent(machine_id: str) -> None:
     """Run a machine's worker agent in the foreground."""
-    from worker_agent.agent import run_agent
+    from conjure.worker_agent.agent import run_agent
 
     asyncio.run(run_agent(get_settings(), machine_id))
 
@@ -225,7 +225,7 @@ async def follow_run(run: AsyncRun) -> RunStatus:
     shown = 1  # the Requested entry is implicit in "Casting run"
     while True:
         st = await run.status()
-        pairs = list(zip(st.timeline[shown - 1 :], st.timeline[shown:]))
+        pairs = list(zip(st.timeline[shown - 1 :], st.timeline[shown:], strict=False))
         shown = len(st.timeline)
         # State lines up to "Run is running", then the program's lines, then the rest,
         # so a quick run's output lands between them as it happened.
@@ -256,7 +256,9 @@ def _print_transition(st: RunStatus, prev: RunState, new: RunState) -> None:
             if st.image_source == "pulled":
                 extra = f" (environment pulled from the registry: {st.image})"
         if prev == RunState.PUSHING and st.image_pushed is not None:
-            extra = f" (pushed {st.image})" if st.image_pushed else " (the push failed, see the log)"
+            extra = (
+                f" (pushed {st.image})" if st.image_pushed else " (the push failed, see the log)"
+            )
         if prev == RunState.MOUNTING:
             extra = mount_note(st)
         info(f"✨ {STATE_WORDS[prev]}… done{extra}")
@@ -326,7 +328,11 @@ async def ls_cmd(path: str, as_json: bool, limit: int) -> None:
     if path:
         entries = c.ls(path)
         if as_json:
-            click.echo(json.dumps([{"path": e.key, "size": e.size, "dir": e.is_dir} for e in entries], indent=2))
+            click.echo(
+                json.dumps(
+                    [{"path": e.key, "size": e.size, "dir": e.is_dir} for e in entries], indent=2
+                )
+            )
             return
         for e in entries:
             click.echo(f"{e.key}/" if e.is_dir else f"{e.size:>12}  {e.key}")
@@ -397,7 +403,9 @@ async def status(run_id: int, as_json: bool) -> None:
         click.echo(f"  env:          {name}={value}")
     if position:
         ahead = position - 1
-        click.echo(f"  queue:        #{position} ({ahead} run(s) ahead, waiting for max_concurrent_runs or max_machines)")
+        click.echo(
+            f"  queue:        #{position} ({ahead} run(s) ahead, waiting for max_concurrent_runs or max_machines)"
+        )
     run_cost = _run_cost(st)
     if run_cost is not None:
         price = st.spec.machine_type.price_per_hour
@@ -416,7 +424,9 @@ async def status(run_id: int, as_json: bool) -> None:
     if st.stopped_by:
         click.echo(f"  stopped by:   {st.stopped_by}")
     if st.state.final:
-        click.echo(f"  outputs:      {st.outputs} file(s), {st.output_bytes} bytes in runs/{st.run_id}/")
+        click.echo(
+            f"  outputs:      {st.outputs} file(s), {st.output_bytes} bytes in runs/{st.run_id}/"
+        )
     if st.created:
         end = st.ended or datetime.now(timezone.utc)
         click.echo(f"  total time:   {_fmt_duration((end - st.created).total_seconds())}")
@@ -444,7 +454,7 @@ async def logs(run_id: int, follow: bool) -> None:
 register_resources(cli, lambda: _api())
 
 
-from cli.pipeline_cmd import pipeline, rerun  # noqa: E402
+from conjure.cli.pipeline_cmd import pipeline, rerun  # noqa: E402
 
 cli.add_command(rerun)
 cli.add_command(pipeline)
@@ -463,7 +473,9 @@ def machine_types(as_json: bool) -> None:
     click.echo(f"{'NAME':<9} {'vCPUs':>5} {'RAM GB':>7}  {'GPU':<14} {'$/hour':>7}")
     for m in cat.values():
         gpu = f"{m.gpus} x {m.gpu_model}" if m.gpus else "-"
-        click.echo(f"{m.name:<9} {m.vcpus:>5g} {m.memory_gb:>7g}  {gpu:<14} {m.price_per_hour:>7.3f}")
+        click.echo(
+            f"{m.name:<9} {m.vcpus:>5g} {m.memory_gb:>7g}  {gpu:<14} {m.price_per_hour:>7.3f}"
+        )
 
 
 def _machine_cost(m: Machine, now: datetime) -> float:
@@ -515,7 +527,7 @@ async def machines_terminate(machine_id: str, force: bool) -> None:
 
 
 register_env_commands(cli, _api)
-from cli.control import COMMANDS as _CONTROL_COMMANDS  # noqa: E402
+from conjure.cli.control import COMMANDS as _CONTROL_COMMANDS  # noqa: E402
 
 for _cmd in _CONTROL_COMMANDS:
     cli.add_command(_cmd)

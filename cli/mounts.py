@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import posixpath
 
-from infra.errors import UsageError
-from infra.store import BUCKET_SCHEMES, BadKey, clean_key, split_bucket_url
-from workflows.models import MountSpec
+from conjure.infra.errors import UsageError
+from conjure.infra.store import BUCKET_SCHEMES, BadKey, clean_key, split_bucket_url
+from conjure.workflows.models import MountSpec
 
 RESOURCE_ROOTS = ("runs", "uploads", "public")
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from cli.api import AsyncConjure, AsyncRun
-from infra.config import get_settings
-from cli.pipelines import AsyncPipeline, load_yaml, resume_pipeline, run_pipeline
-from workflows.pipeline_models import PipelineStatus
+from conjure.cli.api import AsyncConjure, AsyncRun
+from conjure.cli.pipelines import AsyncPipeline, load_yaml, resume_pipeline, run_pipeline
+from conjure.infra.config import get_settings
+from conjure.workflows.pipeline_models import PipelineStatus
 
 # cli.main imports this module at its end; its helpers are imported where they are used.
 
@@ -64,7 +64,7 @@ async def rerun(
 
     SECRET* variables are not carried over: give them again with --env. Quote
     COMMAND, or put it after `--` when it has options of its own."""
-    from cli.main import _follow_or_detach, _parse_env
+    from conjure.cli.main import _follow_or_detach, _parse_env
 
     c = _api()
     if machine_type:
@@ -117,7 +117,9 @@ async def pipeline_run(file: Path, wait: bool) -> None:
     name, steps = load_yaml(file)
     c = _api()
     p = await run_pipeline(c, steps, name=name, warn=lambda w: info(f"⚠️  {w}"))
-    info(f"💫 Started pipeline #{p.id} ({len(steps)} steps); follow it with `conjure pipeline status {p.id}`")
+    info(
+        f"💫 Started pipeline #{p.id} ({len(steps)} steps); follow it with `conjure pipeline status {p.id}`"
+    )
     click.echo(p.id)
     if wait:
         st = await p.wait()

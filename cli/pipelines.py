@@ -1,7 +1,7 @@
 """Pipelines from Python or YAML: a graph of steps, each an ordinary run.
 
-    from cli.api import Conjure
-    from cli.pipelines import Step
+    from conjure.cli.api import Conjure
+    from conjure.cli.pipelines import Step
 
     p = Conjure().pipeline([
         Step("prepare", "python prepare.py"),
@@ -29,11 +29,11 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from infra.counters import allocate
-from infra.errors import ConjureError, UsageError
-from workflows import keys
-from workflows.pipeline import PipelineWorkflow
-from workflows.pipeline_models import (
+from conjure.infra.counters import allocate
+from conjure.infra.errors import ConjureError, UsageError
+from conjure.workflows import keys
+from conjure.workflows.pipeline import PipelineWorkflow
+from conjure.workflows.pipeline_models import (
     PipelineInput,
     PipelineState,
     PipelineStatus,
@@ -76,18 +76,18 @@ def _strings(value: Any) -> list[str]:
 def load_yaml(path: Path) -> tuple[str, list[Step]]:
     """A pipeline file:
 
-        name: train-model            # optional
-        steps:
-          prepare:
-            command: python prepare.py
-          train:
-            command: python train.py
-            machine_type: cpu-big
-            mounts: ["{steps.prepare}/data:/mnt/data"]
-            env: {EPOCHS: "3"}
-          evaluate:
-            command: python evaluate.py
-            depends_on: [train]
+    name: train-model            # optional
+    steps:
+      prepare:
+        command: python prepare.py
+      train:
+        command: python train.py
+        machine_type: cpu-big
+        mounts: ["{steps.prepare}/data:/mnt/data"]
+        env: {EPOCHS: "3"}
+      evaluate:
+        command: python evaluate.py
+        depends_on: [train]
     """
     import yaml
 
@@ -169,7 +169,9 @@ def check_graph(steps: Sequence[Step]) -> dict[str, list[str]]:
         if seen.get(n) == 2:
             return
         if seen.get(n) == 1:
-            raise UsageError(f"the steps depend on each other in a cycle: {' -> '.join(path + [n])}")
+            raise UsageError(
+                f"the steps depend on each other in a cycle: {' -> '.join(path + [n])}"
+            )
         seen[n] = 1
         for x in deps[n]:
             visit(x, path + [n])
@@ -220,7 +222,7 @@ class AsyncPipeline:
         return st
 
     def run(self, step: str, status: PipelineStatus) -> Any:
-        from cli.api import AsyncRun
+        from conjure.cli.api import AsyncRun
 
         for s in status.steps:
             if s.name == step and s.run_id is not None:
@@ -246,14 +248,16 @@ class Pipeline:
         return self._c._sync(self._inner.stop())
 
     def run(self, step: str) -> Any:
-        from cli.api import Run
+        from conjure.cli.api import Run
 
         return Run(self._c, self._inner.run(step, self.status()))
 
 
 async def allocate_pipeline_id(c: Any, request_id: str) -> int:
     result = await allocate(
-        await c.client(), keys.PIPELINE_COUNTER_WORKFLOW_ID, c.settings.control_task_queue,
+        await c.client(),
+        keys.PIPELINE_COUNTER_WORKFLOW_ID,
+        c.settings.control_task_queue,
         request_id,
     )
     return result.run_id
@@ -345,9 +349,7 @@ async def resume_pipeline(c: Any, pipeline_id: int) -> tuple[AsyncPipeline, list
         raise ConjureError(f"pipeline {pipeline_id} is complete: nothing to resume")
     definition = await old.definition()
     reuse = {
-        s.name: s.run_id
-        for s in st.steps
-        if s.state == StepState.COMPLETE and s.run_id is not None
+        s.name: s.run_id for s in st.steps if s.state == StepState.COMPLETE and s.run_id is not None
     }
     inp = definition.model_copy(update={"reuse": reuse, "resumed_from": pipeline_id})
     new = await _start(c, inp, uuid.uuid4().hex)

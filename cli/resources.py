@@ -16,9 +16,9 @@ from pathlib import Path
 
 import click
 
-from infra.errors import ConjureError, UsageError
-from infra.secrets import SECRETS_ROOT
-from infra.store import BadKey, Store, StoreError, clean_key, local_files
+from conjure.infra.errors import ConjureError, UsageError
+from conjure.infra.secrets import SECRETS_ROOT
+from conjure.infra.store import BadKey, Store, StoreError, clean_key, local_files
 
 RESOURCE_ROOTS = ("runs", "uploads", "public")
 
@@ -59,8 +59,12 @@ def resource_key(path: str, what: str = "resource") -> str:
     return key
 
 
-def upload(store: Store, local: Path, name: str | None = None,
-           progress: Callable[[int], None] | None = None) -> Transfer:
+def upload(
+    store: Store,
+    local: Path,
+    name: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Transfer:
     """Put a local file or folder under uploads/NAME (NAME: the local name by default)."""
     if not local.exists():
         raise UsageError(f"{local} does not exist")
@@ -72,7 +76,9 @@ def upload(store: Store, local: Path, name: str | None = None,
     except BadKey as e:
         raise UsageError(f"upload name: {e}") from None
     if next(iter(store.walk(key)), None) is not None:
-        raise ConjureError(f"{key} already exists; remove it with `conjure rm {key}` or pick another NAME")
+        raise ConjureError(
+            f"{key} already exists; remove it with `conjure rm {key}` or pick another NAME"
+        )
     t0 = time.monotonic()
     stats = store.put_tree(local, key, progress=progress)
     if stats.files == 0:
@@ -80,8 +86,13 @@ def upload(store: Store, local: Path, name: str | None = None,
     return Transfer(key, str(local), stats.files, stats.bytes, time.monotonic() - t0, stats.skipped)
 
 
-def download(store: Store, resource: str, dest: Path,
-             progress: Callable[[int], None] | None = None, entries: list | None = None) -> Transfer:  # type: ignore[type-arg]
+def download(
+    store: Store,
+    resource: str,
+    dest: Path,
+    progress: Callable[[int], None] | None = None,
+    entries: list | None = None,
+) -> Transfer:  # type: ignore[type-arg]
     """Copy a resource (file or folder) to dest; a file into an existing folder keeps its name."""
     key = resource_key(resource)
     entries = list(store.walk(key)) if entries is None else entries
@@ -103,9 +114,7 @@ def remove(store: Store, resource: str) -> Transfer:
     key = resource_key(resource)
     parts = key.split("/")
     if parts[0] != "uploads" or len(parts) < 2:
-        raise UsageError(
-            f"only uploads can be removed (uploads/NAME); {resource!r} is not one"
-        )
+        raise UsageError(f"only uploads can be removed (uploads/NAME); {resource!r} is not one")
     entries = list(store.walk(key))
     if not entries:
         raise ConjureError(f"{resource} does not exist")
@@ -160,9 +169,7 @@ def _progress_bar(total: int, label: str, enabled: bool) -> Iterator[Callable[[i
 
 
 def _summary(t: Transfer, verb: str) -> str:
-    return (
-        f"✨ {verb} {t.files} file(s), {_fmt_bytes(t.bytes)} in {t.seconds:.1f}s ({t.rate})"
-    )
+    return f"✨ {verb} {t.files} file(s), {_fmt_bytes(t.bytes)} in {t.seconds:.1f}s ({t.rate})"
 
 
 def register(cli: click.Group, api: Callable[[], object]) -> None:
@@ -231,6 +238,6 @@ def mount_note(st: object) -> str:
         return ""
     parts = [
         f"{m.source}: {'cached on this machine' if hit else 'downloaded'}"
-        for m, hit in zip(mounts, cached)
+        for m, hit in zip(mounts, cached, strict=False)
     ]
     return " (" + "; ".join(parts) + ")"

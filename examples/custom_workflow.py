@@ -20,8 +20,8 @@ from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import keys
-    from workflows.models import (
+    from conjure.workflows import keys
+    from conjure.workflows.models import (
         AllocateInput,
         AllocateResult,
         RunInput,
@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         RunState,
         RunStatus,
     )
-    from workflows.run import RunWorkflow
+    from conjure.workflows.run import RunWorkflow
 
 
 class SweepInput(BaseModel):
@@ -74,7 +74,7 @@ class Sweep:
 async def main() -> None:
     from temporalio.worker import Worker
 
-    from cli.api import AsyncConjure
+    from conjure.cli.api import AsyncConjure
 
     c = AsyncConjure()
     client = await c.client()

@@ -11,7 +11,7 @@ its certificates are added to the image's bundle so pip and git work behind a
 TLS-intercepting proxy, and PIP_CERT / REQUESTS_CA_BUNDLE / SSL_CERT_FILE point
 at it.
 
-    python -m infra.base_image [--image NAME] [--pull] [--force]
+    python -m conjure.infra.base_image [--image NAME] [--pull] [--force]
 """
 
 from __future__ import annotations
@@ -525,15 +525,15 @@ def _client(docker_host: str = "") -> docker.DockerClient:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        from infra.config import Settings
+        from conjure.infra.config import Settings
 
         settings: Settings | None = Settings()
-    except Exception:  # noqa: BLE001 - defaults still work without a valid config
+    except Exception:
         settings = None
 
     default_image = settings.base_image if settings else DEFAULT_IMAGE
     parser = argparse.ArgumentParser(
-        prog="python -m infra.base_image",
+        prog="python -m conjure.infra.base_image",
         description="Build (or pull) Conjure's default base image.",
     )
     parser.add_argument("--image", default=default_image, help=f"default: {default_image}")

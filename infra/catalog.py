@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from workflows.models import MachineType
+from conjure.workflows.models import MachineType
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,6 +35,4 @@ def lookup(name: str, catalog: dict[str, MachineType]) -> MachineType:
         return catalog[name]
     except KeyError:
         known = ", ".join(catalog)
-        raise UnknownMachineType(
-            f"unknown machine type {name!r}; known types: {known}"
-        ) from None
+        raise UnknownMachineType(f"unknown machine type {name!r}; known types: {known}") from None

@@ -12,16 +12,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.worker import Worker
 
-from activities.pipeline import PipelineActivities
-from activities.provider import ProviderActivities
-from infra.config import Settings
-from infra.pool_config import configure_pool
-from infra.temporal import make_client
-from workflows.counter import CounterWorkflow
-from workflows.pipeline import PipelineWorkflow
-from workflows.pool import PoolWorkflow
-from workflows.run import RunWorkflow
-from workflows.stop_conditions import StopConditionWorkflow
+from conjure.activities.pipeline import PipelineActivities
+from conjure.activities.provider import ProviderActivities
+from conjure.infra.config import Settings
+from conjure.infra.pool_config import configure_pool
+from conjure.infra.temporal import make_client
+from conjure.workflows.counter import CounterWorkflow
+from conjure.workflows.pipeline import PipelineWorkflow
+from conjure.workflows.pool import PoolWorkflow
+from conjure.workflows.run import RunWorkflow
+from conjure.workflows.stop_conditions import StopConditionWorkflow
 
 WORKFLOWS = [RunWorkflow, PoolWorkflow, CounterWorkflow, PipelineWorkflow, StopConditionWorkflow]
 

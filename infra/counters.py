@@ -6,8 +6,8 @@ from __future__ import annotations
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
-from workflows.counter import CounterWorkflow
-from workflows.models import AllocateInput, AllocateResult, CounterState
+from conjure.workflows.counter import CounterWorkflow
+from conjure.workflows.models import AllocateInput, AllocateResult, CounterState
 
 
 async def allocate(

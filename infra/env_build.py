@@ -32,7 +32,7 @@ import docker
 import docker.errors
 from docker.utils import parse_repository_tag
 
-from workflows.models import EnvSpec
+from conjure.workflows.models import EnvSpec
 
 IMAGE_LABEL = "org.conjure.env"  # value: env or framework
 FRAMEWORK_LABEL = "org.conjure.framework"
@@ -124,7 +124,7 @@ def plan_build(
 
 
 # A helper run inside the build: check the conda channels answer, then fetch micromamba.
-_FETCH_MICROMAMBA = r'''
+_FETCH_MICROMAMBA = r"""
 import io, sys, tarfile, urllib.request, urllib.error
 
 url, env_file, dest = sys.argv[1:4]
@@ -162,7 +162,7 @@ with tarfile.open(fileobj=io.BytesIO(data), mode="r:bz2") as tar:
 import os
 os.chmod(dest, 0o755)
 print("conjure: micromamba installed")
-'''
+"""
 
 
 # --- docker helpers -----------------------------------------------------------------
@@ -361,7 +361,11 @@ def ensure_environment(
                 log(f"[conjure] environment pulled from {registry}")
                 return EnvOutcome(image=final, source="pulled")
             log(f"[conjure] not in the registry ({reason}); building it")
-        ca = ca_bundle.read_bytes() if spec.docker_image and ca_bundle and ca_bundle.is_file() else b""
+        ca = (
+            ca_bundle.read_bytes()
+            if spec.docker_image and ca_bundle and ca_bundle.is_file()
+            else b""
+        )
         parent = base
         if spec.framework_tag:
             parent = spec.framework_tag

@@ -32,8 +32,8 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from infra.errors import UsageError
-from workflows.models import EnvSpec
+from conjure.infra.errors import UsageError
+from conjure.workflows.models import EnvSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,7 +76,9 @@ _REQ_OPTIONS = {
 _REQ_FLAGS = {"--pre", "--prefer-binary", "--no-index"}
 _URL = re.compile(r"(?:git\+)?(?:https?|ssh)://[^\s'\"\\]+")
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?")
-_BINARY_VALUE = re.compile(r"(?::all:|:none:|[A-Za-z0-9._-]+)(?:,(?::all:|:none:|[A-Za-z0-9._-]+))*")
+_BINARY_VALUE = re.compile(
+    r"(?::all:|:none:|[A-Za-z0-9._-]+)(?:,(?::all:|:none:|[A-Za-z0-9._-]+))*"
+)
 _HASH = re.compile(r"--hash[= ](sha256|sha384|sha512):[0-9a-f]+")
 _PIP_ALWAYS = {"pip", "setuptools", "wheel", "distribute", "pkg-resources"}
 
@@ -122,8 +124,10 @@ def parse_image(value: str, flag: str = "--docker-image") -> str:
     text = value.strip()
     first, slash, _ = text.partition("/")
     # As Docker splits it: the first part is a registry only with a dot, a port or localhost.
-    bad_first = slash and not ("." in first or ":" in first or first == "localhost") and (
-        first != first.lower()
+    bad_first = (
+        slash
+        and not ("." in first or ":" in first or first == "localhost")
+        and (first != first.lower())
     )
     if not IMAGE_REF.fullmatch(text) or len(text) > 255 or bad_first:
         raise UsageError(
@@ -258,7 +262,9 @@ def parse_conda(text: str, source: str) -> str:
         if isinstance(d, str) and d.strip() and _printable(d):
             norm_deps.append(d.strip())
         elif isinstance(d, dict) and list(d) == ["pip"] and isinstance(d["pip"], list):
-            norm_deps.append({"pip": [parse_pip(str(p), f"{flag}: {source} pip") for p in d["pip"]]})
+            norm_deps.append(
+                {"pip": [parse_pip(str(p), f"{flag}: {source} pip") for p in d["pip"]]}
+            )
         else:
             raise UsageError(f"{flag}: {source}: bad dependency {d!r}")
     variables = data.get("variables") or {}

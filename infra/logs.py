@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from infra.secrets import redact as redact_values
-from infra.store import Store
+from conjure.infra.secrets import redact as redact_values
+from conjure.infra.store import Store
 
 
 @dataclass

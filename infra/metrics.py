@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.store import Store
+from conjure.infra.store import Store
 
 MAX_NAME = 200
 _CHUNK = re.compile(r"^(?P<t>\d+)-(?P<kind>[uh])(?P<n>\d+)\.jsonl$")

@@ -11,16 +11,19 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from infra.config import Settings
-from workflows import keys
-from workflows.models import PoolConfig, PoolConfigure, PoolInput
+from conjure.infra.config import Settings
+from conjure.workflows import keys
+from conjure.workflows.models import PoolConfig, PoolConfigure, PoolInput
 
 CLOUD_READY_TIMEOUT = 900.0  # a cloud machine boots, installs Docker and the agent
 
 
 def pool_config(settings: Settings) -> PoolConfig:
     ready = settings.machine_ready_timeout_seconds
-    if settings.provider != "local" and "machine_ready_timeout_seconds" not in settings.model_fields_set:
+    if (
+        settings.provider != "local"
+        and "machine_ready_timeout_seconds" not in settings.model_fields_set
+    ):
         ready = CLOUD_READY_TIMEOUT
     return PoolConfig(
         provider=settings.provider,
@@ -51,11 +54,14 @@ async def configure_pool(client: Client, settings: Settings, *, authoritative: b
     """
     config = pool_config(settings)
     fields = list(PoolConfig.model_fields) if authoritative else explicit_fields(settings)
-    from workflows.pool import PoolWorkflow
+    from conjure.workflows.pool import PoolWorkflow
 
     kwargs = {}
     if fields:
-        kwargs = {"start_signal": "configure", "start_signal_args": [PoolConfigure(config=config, fields=fields)]}
+        kwargs = {
+            "start_signal": "configure",
+            "start_signal_args": [PoolConfigure(config=config, fields=fields)],
+        }
     await client.start_workflow(
         PoolWorkflow.run,
         PoolInput(config=config),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from infra.store import Store, StoreError
+from conjure.infra.store import Store, StoreError
 
 SECRET_PREFIX = "SECRET"
 REDACTED = "<REDACTED>"

@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.config import Settings
-from infra.errors import ConjureError
-from infra.providers import local
-from infra.temporal import ServerUnreachable, make_client
-from workflows.keys import SEARCH_ATTRIBUTES
+from conjure.infra.config import Settings
+from conjure.infra.errors import ConjureError
+from conjure.infra.providers import local
+from conjure.infra.temporal import ServerUnreachable, make_client
+from conjure.workflows.keys import SEARCH_ATTRIBUTES
 
 
 def temporal_binary() -> str:
@@ -90,7 +90,9 @@ async def _wait_for_server(settings: Settings, timeout: float) -> None:
             last = e
             await asyncio.sleep(0.2)
     log = settings.run_dir / "temporal.log"
-    raise ConjureError(f"the Temporal dev server did not start in {timeout:.0f}s ({last}); see {log}")
+    raise ConjureError(
+        f"the Temporal dev server did not start in {timeout:.0f}s ({last}); see {log}"
+    )
 
 
 async def up(settings: Settings) -> UpReport:
@@ -126,7 +128,7 @@ async def up(settings: Settings) -> UpReport:
     if _running(settings, "worker"):
         report.already.append("worker")
     else:
-        _spawn(settings, "worker", [sys.executable, "-m", "cli.main", "worker"])
+        _spawn(settings, "worker", [sys.executable, "-m", "conjure.cli.main", "worker"])
         report.started.append("worker")
     n = local.start_stopped_agents(settings)
     if n:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 
 if TYPE_CHECKING:
-    from infra.config import Settings
+    from conjure.infra.config import Settings
 
 
 class StoreError(Exception):
@@ -59,7 +59,7 @@ def clean_key(key: str) -> str:
         raise BadKey("empty resource path")
     if key.startswith("/"):
         raise BadKey(f"resource path {key!r} must not be absolute")
-    parts = [p for p in key.strip().rstrip("/").split("/")]
+    parts = list(key.strip().rstrip("/").split("/"))
     for p in parts:
         if p in ("", ".", ".."):
             raise BadKey(f"resource path {key!r} has an empty, '.' or '..' part")
@@ -103,8 +103,17 @@ def _content_tag(info: dict[str, Any]) -> str:
     md5 = settings.get("content_md5") if hasattr(settings, "get") else None
     if md5:
         return bytes(md5).hex()
-    for k in ("ETag", "etag", "md5Hash", "crc32c", "content_md5", "mtime", "LastModified",
-              "last_modified", "updated"):
+    for k in (
+        "ETag",
+        "etag",
+        "md5Hash",
+        "crc32c",
+        "content_md5",
+        "mtime",
+        "LastModified",
+        "last_modified",
+        "updated",
+    ):
         v = info.get(k)
         if v:
             return str(v).strip('"')
@@ -249,7 +258,7 @@ class Store:
         if not stat.S_ISDIR(st.st_mode):
             return
         found = []
-        for dirpath, dirnames, filenames in os.walk(path):
+        for dirpath, _dirnames, filenames in os.walk(path):
             rel_dir = os.path.relpath(dirpath, path)
             for name in filenames:
                 try:
@@ -266,8 +275,14 @@ class Store:
                 found.append(Entry(key, fst.st_size, False, str(fst.st_mtime_ns)))
         yield from sorted(found, key=lambda e: e.key)
 
-    def get_file(self, key: str, dest: Path, size: int = -1, progress: Progress | None = None,
-                 _made: set[Path] | None = None) -> None:
+    def get_file(
+        self,
+        key: str,
+        dest: Path,
+        size: int = -1,
+        progress: Progress | None = None,
+        _made: set[Path] | None = None,
+    ) -> None:
         if _made is None or dest.parent not in _made:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if _made is not None:
@@ -310,8 +325,13 @@ class Store:
         finally:
             os.close(fd)
 
-    def get_tree(self, prefix: str, dest: Path, progress: Progress | None = None,
-                 entries: list[Entry] | None = None) -> TransferStats:
+    def get_tree(
+        self,
+        prefix: str,
+        dest: Path,
+        progress: Progress | None = None,
+        entries: list[Entry] | None = None,
+    ) -> TransferStats:
         """Download a file or everything below a prefix into dest."""
         base = clean_key(prefix) if prefix else ""
         entries = list(self.walk(base)) if entries is None else entries
@@ -370,8 +390,12 @@ class Store:
                     os.unlink(tmp)
         elif self.s3:
             # s3fs: multipart above 2 x chunksize, its parts uploaded concurrently.
-            self.fs.put_file(str(local), path, chunksize=S3_PART_SIZE,
-                             max_concurrency=min(self.workers, PART_WORKERS))
+            self.fs.put_file(
+                str(local),
+                path,
+                chunksize=S3_PART_SIZE,
+                max_concurrency=min(self.workers, PART_WORKERS),
+            )
         else:
             # gcsfs/adlfs stream the file in blocks (resumable / block uploads).
             self.fs.put_file(str(local), path)
@@ -496,7 +520,9 @@ def split_bucket_url(url: str) -> tuple[str, str, str]:
     """`s3://bucket/a/b` -> ('s3', 'bucket', 'a/b'); the path is cleaned, may be ''."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in BUCKET_SCHEMES:
-        raise BadKey(f"{url!r} is not a bucket URL ({', '.join(s + '://' for s in BUCKET_SCHEMES)})")
+        raise BadKey(
+            f"{url!r} is not a bucket URL ({', '.join(s + '://' for s in BUCKET_SCHEMES)})"
+        )
     bucket, _, path = rest.partition("/")
     if not bucket or bucket in (".", "..") or "\\" in bucket or "\x00" in bucket:
         raise BadKey(f"{url!r} has no bucket name")
@@ -504,7 +530,9 @@ def split_bucket_url(url: str) -> tuple[str, str, str]:
     return scheme, bucket, clean_key(path) if path else ""
 
 
-def open_source(source: str, store: Store, settings: Settings | None) -> tuple[Store, str, list[Entry]]:
+def open_source(
+    source: str, store: Store, settings: Settings | None
+) -> tuple[Store, str, list[Entry]]:
     """A mount source (runs/…, uploads/…, public/… or a bucket URL) as (store, key, files).
 
     A bucket is read with the configured credentials; when those are missing or
@@ -522,8 +550,11 @@ def open_source(source: str, store: Store, settings: Settings | None) -> tuple[S
             opts = storage_options(scheme, settings, anon=anon)
             if settings is not None and settings.store_url.startswith(f"{scheme}://") and not anon:
                 opts = {**opts, **settings.store_options}
-            s = Store(f"{scheme}://{bucket}", workers=settings.transfer_workers if settings else 16,
-                      **opts)
+            s = Store(
+                f"{scheme}://{bucket}",
+                workers=settings.transfer_workers if settings else 16,
+                **opts,
+            )
             return s, key, list(s.walk(key))
         except (FileNotFoundError, BadKey):
             return store, key, []

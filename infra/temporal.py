@@ -7,7 +7,7 @@ import asyncio
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from infra.config import Settings
+from conjure.infra.config import Settings
 
 
 class ServerUnreachable(Exception):

@@ -15,9 +15,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from infra import stack
-from infra.config import Settings, get_settings
-from infra.providers import local
+from conjure.infra import stack
+from conjure.infra.config import Settings, get_settings
+from conjure.infra.providers import local
 
 CONJURE = str(Path(sys.executable).parent / "conjure")
 
@@ -90,10 +90,12 @@ class Result:
         self.err = proc.stderr
 
     def __repr__(self) -> str:
-        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"  # noqa
+        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
 
 
-def conjure(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
+def conjure(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> Result:
     """Run the real `conjure` entry point."""
     proc = subprocess.run(
         [CONJURE, *args],

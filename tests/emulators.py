@@ -50,8 +50,9 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, log: Path) -
 def _serve(cmd: list[str], port: int, name: str, workdir: Path) -> Iterator[None]:
     log = workdir / f"{name}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
+        )
     try:
         _wait_port(port, proc, name, log)
         yield
@@ -68,8 +69,9 @@ def _serve(cmd: list[str], port: int, name: str, workdir: Path) -> Iterator[None
 def moto(workdir: Path) -> Iterator[str]:
     """An S3 endpoint URL."""
     port = free_port()
-    with _serve([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, "moto",
-                workdir):
+    with _serve(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, "moto", workdir
+    ):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -77,8 +79,15 @@ def moto(workdir: Path) -> Iterator[str]:
 def gcs(workdir: Path) -> Iterator[str]:
     """A GCS endpoint URL."""
     port = free_port()
-    cmd = [str(BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port",
-           str(port), "--in-memory"]
+    cmd = [
+        str(BIN / "gcp-storage-emulator"),
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--in-memory",
+    ]
     with _serve(cmd, port, "gcs", workdir):
         yield f"http://127.0.0.1:{port}"
 
@@ -94,8 +103,17 @@ def azurite_binary() -> str:
 def azurite(workdir: Path) -> Iterator[str]:
     """An Azure Blob connection string."""
     port = free_port()
-    cmd = [azurite_binary(), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--silent",
-           "--skipApiVersionCheck", "--loose", "--inMemoryPersistence"]
+    cmd = [
+        azurite_binary(),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--silent",
+        "--skipApiVersionCheck",
+        "--loose",
+        "--inMemoryPersistence",
+    ]
     with _serve(cmd, port, "azurite", workdir):
         yield (
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"

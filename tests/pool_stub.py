@@ -9,7 +9,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
-    from workflows.models import Lease, LeaseRequest, MachineType, ReleaseRequest
+    from conjure.workflows.models import Lease, LeaseRequest, MachineType, ReleaseRequest
 
 
 class StubRunInput(BaseModel):

@@ -12,10 +12,10 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from cli.api import AsyncConjure
-from cli.pipelines import Step, run_pipeline
-from workflows import keys
-from workflows.stop_conditions import child_workflow_id
+from conjure.cli.api import AsyncConjure
+from conjure.cli.pipelines import Step, run_pipeline
+from conjure.workflows import keys
+from conjure.workflows.stop_conditions import child_workflow_id
 
 HERE = Path(__file__).with_name("histories")
 
@@ -24,7 +24,7 @@ async def run_control_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, s
     """A run stopped by its stop condition (and that condition's child workflow), and
     a killed run."""
     script = (
-        "python3 -c \"import time; from conjure_metrics import send_metric; "
+        'python3 -c "import time; from conjure_metrics import send_metric; '
         "[send_metric('acc', v) or time.sleep(0.3) for v in (0.9, 0.4, 0.8)]; time.sleep(60)\""
     )
     stopped = await c.run(script, cwd=cwd, stop_conditions=["acc < 0.5 : 2"])

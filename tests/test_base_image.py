@@ -8,8 +8,8 @@ import docker
 import docker.errors
 import pytest
 
-from infra.base_image import DEFAULT_MIRROR, detect_debian_mirror, ensure_base_image
-from infra.config import Settings
+from conjure.infra.base_image import DEFAULT_MIRROR, detect_debian_mirror, ensure_base_image
+from conjure.infra.config import Settings
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from cli.api import AsyncConjure
-from infra.config import Settings, get_settings
+from conjure.cli.api import AsyncConjure
+from conjure.infra.config import Settings, get_settings
 from tests.conftest import conjure, free_port
 from tests.test_run_e2e import run_id_of, status
 
@@ -154,7 +154,9 @@ def custom_images(conjure_stack: Settings) -> Iterator[dict[str, str]]:
         info = tarfile.TarInfo("hello.txt")
         info.size = 2
         t.addfile(info, io.BytesIO(b"hi"))
-    client.api.import_image_from_data(tar.getvalue(), repository="conjure-test/custom", tag="noshell")
+    client.api.import_image_from_data(
+        tar.getvalue(), repository="conjure-test/custom", tag="noshell"
+    )
     yield names
     for name in names.values():
         with contextlib.suppress(docker.errors.APIError):
@@ -209,7 +211,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     storing in a temporary directory."""
     assert os.access(REGISTRY_BIN, os.X_OK), "test.sh installs the docker-registry package"
     root = tmp_path_factory.mktemp("registry")
-    lock = open("/tmp/conjure-registry-5000.lock", "w")  # noqa: SIM115
+    lock = open("/tmp/conjure-registry-5000.lock", "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with socket.socket() as s:
@@ -259,7 +261,9 @@ def test_push_then_pull_on_another_machine(
     cmd = "python3 -c 'import six; print(six.__version__)'"
     first = conjure("run", "--pip", "six==1.16.0", cmd, cwd=tmp_path, env=env)
     assert first.code == 0, first
-    assert "(environment built)" in first.err and f"Pushing… done (pushed {tag})" in first.err, first
+    assert "(environment built)" in first.err and f"Pushing… done (pushed {tag})" in first.err, (
+        first
+    )
     st1 = status(run_id_of(first.err))
     assert st1["image_pushed"] is True and "Pushing" in states(run_id_of(first.err))
     catalog = json.loads(urllib.request.urlopen(f"http://{registry}/v2/_catalog").read())

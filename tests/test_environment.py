@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import Settings
-from infra.env_build import plan_build
-from infra.environment import (
+from conjure.infra.config import Settings
+from conjure.infra.env_build import plan_build
+from conjure.infra.environment import (
     LocalDeps,
     build_env_spec,
     deps_from_env,
@@ -23,7 +23,7 @@ from infra.environment import (
     parse_pip,
     parse_requirements,
 )
-from infra.errors import UsageError
+from conjure.infra.errors import UsageError
 from tests.conftest import conjure
 
 BASE = "conjure/base:bookworm"
@@ -42,7 +42,9 @@ def test_apt_good_names() -> None:
     assert parse_apt("python3.11=3.11.2-6") == "python3.11=3.11.2-6"
 
 
-@pytest.mark.parametrize("value", ["six\nRUN rm -rf /", "-e .", "six>=", "--index-url=x", "", "a b"])
+@pytest.mark.parametrize(
+    "value", ["six\nRUN rm -rf /", "-e .", "six>=", "--index-url=x", "", "a b"]
+)
 def test_pip_requirements_must_parse(value: str) -> None:
     with pytest.raises(UsageError, match="not a pip requirement"):
         parse_pip(value)
@@ -115,16 +117,19 @@ def test_tag_is_a_hash_of_the_normalised_environment(tmp_path: Path) -> None:
     assert a.tag.startswith("conjure/env:") and a.pip_req == "six==1.16.0\n"
     # the same environment, spelled differently: same tag
     req.write_text("# a comment\nsix == 1.16.0\n")
-    b = build_env_spec(base_image=BASE, pip=["Pillow >= 8.3.2"], pip_req=req, apt=["curl", "jq", "jq"])
+    b = build_env_spec(
+        base_image=BASE, pip=["Pillow >= 8.3.2"], pip_req=req, apt=["curl", "jq", "jq"]
+    )
     assert b.tag == a.tag
     # one line of requirements.txt changed: another image
     req.write_text("six==1.15.0\n")
     c = build_env_spec(base_image=BASE, pip=["Pillow>=8.3.2"], pip_req=req, apt=["jq", "curl"])
     assert c.tag != a.tag
     # the CA bundle, the base image and the registry are part of the name
-    assert build_env_spec(base_image=BASE, pip=["six"], ca_digest="1").tag != build_env_spec(
-        base_image=BASE, pip=["six"], ca_digest="2"
-    ).tag
+    assert (
+        build_env_spec(base_image=BASE, pip=["six"], ca_digest="1").tag
+        != build_env_spec(base_image=BASE, pip=["six"], ca_digest="2").tag
+    )
     assert build_env_spec(base_image=BASE, pip=["six"], docker_image="python:3").tag != (
         build_env_spec(base_image=BASE, pip=["six"]).tag
     )

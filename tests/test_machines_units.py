@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from infra.catalog import load_catalog
-from infra.config import Settings
-from infra.pool_config import explicit_fields, pool_config
-from infra.providers.base import ProviderError, instance_type, startup_script
-from workflows import cost
+from conjure.infra.catalog import load_catalog
+from conjure.infra.config import Settings
+from conjure.infra.pool_config import explicit_fields, pool_config
+from conjure.infra.providers.base import ProviderError, instance_type, startup_script
+from conjure.workflows import cost
 
 
 def test_catalog_has_every_type_on_every_cloud() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cli.mounts import parse_mount
-from infra.errors import UsageError
+from conjure.cli.mounts import parse_mount
+from conjure.infra.errors import UsageError
 
 WD = "/conjure/repo"
 
@@ -19,8 +19,11 @@ WD = "/conjure/repo"
         ("runs/435/foo.txt:foo.txt", "runs/435/foo.txt", f"{WD}/foo.txt"),
         ("uploads/mnist/", "uploads/mnist", f"{WD}/mnist"),
         ("s3://data-bucket/dataset/:/mnt/train/", "s3://data-bucket/dataset", "/mnt/train"),
-        ("s3://silo-open-data/annual/monthly_rain:data", "s3://silo-open-data/annual/monthly_rain",
-         f"{WD}/data"),
+        (
+            "s3://silo-open-data/annual/monthly_rain:data",
+            "s3://silo-open-data/annual/monthly_rain",
+            f"{WD}/data",
+        ),
         ("gs://bucket/a/b", "gs://bucket/a/b", f"{WD}/b"),
         ("az://container/x:/mnt/x", "az://container/x", "/mnt/x"),
         ("s3://whole-bucket", "s3://whole-bucket", f"{WD}/whole-bucket"),

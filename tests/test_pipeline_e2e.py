@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from cli.api import AsyncConjure, Conjure
-from cli.pipelines import Step, check_graph, load_yaml
-from infra.config import Settings
-from infra.errors import UsageError
-from infra.secrets import REDACTED
-from infra.store import open_store
+from conjure.cli.api import AsyncConjure, Conjure
+from conjure.cli.pipelines import Step, check_graph, load_yaml
+from conjure.infra.config import Settings
+from conjure.infra.errors import UsageError
+from conjure.infra.secrets import REDACTED
+from conjure.infra.store import open_store
+from conjure.workflows.models import RunState
+from conjure.workflows.pipeline_models import PipelineState, StepState
 from tests.conftest import conjure
 from tests.test_secrets_rerun_code import workflow_history
-from workflows.models import RunState
-from workflows.pipeline_models import PipelineState, StepState
 
 PIPELINE = """
 name: train-model
@@ -69,7 +69,9 @@ def test_three_step_pipeline_from_yaml(conjure_stack: Settings, tmp_path: Path) 
     ls = json.loads(conjure("ls", "--json").out)
     assert {r["id"] for r in ls if r["pipeline"] == pid} == set(runs.values())
     human_ls = conjure("ls").out.splitlines()
-    assert [ln for ln in human_ls if f"(pipeline {pid})" in ln][0].split()[0] == str(runs["evaluate"])
+    assert [ln for ln in human_ls if f"(pipeline {pid})" in ln][0].split()[0] == str(
+        runs["evaluate"]
+    )
     assert conjure("ls", f"runs/{runs['evaluate']}").out.strip().endswith("score.txt")
     human = conjure("pipeline", "status", str(pid))
     assert "evaluate" in human.out and str(runs["evaluate"]) in human.out

@@ -18,16 +18,16 @@ from pathlib import Path
 import docker
 import pytest
 
-from cli.api import AsyncConjure
-from infra import stack
-from infra.config import Settings, get_settings
-from infra.providers import local
-from infra.providers.local import MACHINE_LABEL
-from infra.temporal import make_client
+from conjure.cli.api import AsyncConjure
+from conjure.infra import stack
+from conjure.infra.config import Settings, get_settings
+from conjure.infra.providers import local
+from conjure.infra.providers.local import MACHINE_LABEL
+from conjure.infra.temporal import make_client
+from conjure.workflows import keys
+from conjure.workflows.models import MachineState, PoolView
+from conjure.workflows.pool import PoolWorkflow
 from tests.conftest import conjure, running_stack, stack_env
-from workflows import keys
-from workflows.models import MachineState, PoolView
-from workflows.pool import PoolWorkflow
 
 PRICE = 3.6  # $/hour for `cpu` in this stack: a cent per 10 s
 
@@ -62,7 +62,9 @@ def overlap(intervals: list[tuple[datetime, datetime]]) -> int:
     return most
 
 
-async def test_fifty_runs_never_more_than_three_at_once(pool_stack: Settings, tmp_path: Path) -> None:
+async def test_fifty_runs_never_more_than_three_at_once(
+    pool_stack: Settings, tmp_path: Path
+) -> None:
     c = AsyncConjure(pool_stack)
     runs = []
     for _ in range(50):
@@ -86,7 +88,9 @@ async def test_fifty_runs_never_more_than_three_at_once(pool_stack: Settings, tm
     deadline = time.monotonic() + 400
     while pending and time.monotonic() < deadline:
         v = await view(pool_stack)
-        active = [m for m in v.machines if m.run_workflow_id and m.state != MachineState.TERMINATING]
+        active = [
+            m for m in v.machines if m.run_workflow_id and m.state != MachineState.TERMINATING
+        ]
         most_active = max(most_active, len(active))
         assert len(active) <= 3, v
         still = []
@@ -112,7 +116,9 @@ async def test_fifty_runs_never_more_than_three_at_once(pool_stack: Settings, tm
     assert 1 <= len(v.machines) <= 3 and not v.queue
     assert all(m.state == MachineState.IDLE for m in v.machines)
     assert sum(m.runs_served for m in v.machines) == 50
-    assert sorted(r.machine_id for r in local.list_instances(pool_stack)) == sorted(m.id for m in v.machines)
+    assert sorted(r.machine_id for r in local.list_instances(pool_stack)) == sorted(
+        m.id for m in v.machines
+    )
     ids = {m.id for m in v.machines}
     left = [
         ct for ct in docker.from_env().containers.list(all=True)
@@ -124,9 +130,13 @@ async def test_fifty_runs_never_more_than_three_at_once(pool_stack: Settings, tm
     s = statuses[0]
     expect = PRICE * (s.released_at - s.leased_at).total_seconds() / 3600
     assert s.cost == pytest.approx(expect) and s.cost > 0
-    row = next(r for r in json.loads(conjure("ls", "--json", "-n", "60").out) if r["id"] == s.run_id)
+    row = next(
+        r for r in json.loads(conjure("ls", "--json", "-n", "60").out) if r["id"] == s.run_id
+    )
     assert row["cost"] == pytest.approx(expect)
-    assert json.loads(conjure("status", str(s.run_id), "--json").out)["cost"] == pytest.approx(expect)
+    assert json.loads(conjure("status", str(s.run_id), "--json").out)["cost"] == pytest.approx(
+        expect
+    )
     assert "cost:" in conjure("status", str(s.run_id)).out
     machines = json.loads(conjure("machines", "--json").out)
     assert all(m["cost"] > 0 for m in machines)
@@ -190,7 +200,9 @@ async def test_reconciler_reaps_orphan_and_dead_agent(pool_stack: Settings, tmp_
     assert local.describe(pool_stack, victim.id) is None
 
 
-async def test_idle_timer_survives_restart_of_worker_and_server(pool_stack: Settings, tmp_path: Path) -> None:
+async def test_idle_timer_survives_restart_of_worker_and_server(
+    pool_stack: Settings, tmp_path: Path
+) -> None:
     c = AsyncConjure(pool_stack)
     await (await c.run("true", cwd=tmp_path)).wait()
     # A changed setting reaches the running pool (the client sends what it was given).

@@ -26,9 +26,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.pool_stub import StubRun, StubRunInput
-from workflows.keys import machine_task_queue
-from workflows.models import (
+from conjure.workflows.keys import machine_task_queue
+from conjure.workflows.models import (
     InstanceSummary,
     ListMachinesInput,
     ListMachinesResult,
@@ -43,7 +42,8 @@ from workflows.models import (
     ProvisionResult,
     TerminateInput,
 )
-from workflows.pool import PoolWorkflow
+from conjure.workflows.pool import PoolWorkflow
+from tests.pool_stub import StubRun, StubRunInput
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
 CPU = MachineType(name="cpu", vcpus=2, memory_gb=4, price_per_hour=0.1)
@@ -68,7 +68,9 @@ class FakeCloud:
                 activities=[self.machine_ready],
             )
             self.agents[inp.machine_id] = (w, asyncio.create_task(w.run()))
-        return ProvisionResult(machine_id=inp.machine_id, task_queue=machine_task_queue(inp.machine_id))
+        return ProvisionResult(
+            machine_id=inp.machine_id, task_queue=machine_task_queue(inp.machine_id)
+        )
 
     @activity.defn(name="machine_ready")
     async def machine_ready(self, machine_id: str) -> MachineInfo:
@@ -188,7 +190,9 @@ async def test_idle_machine_expires_on_its_durable_timer(env, pool_factory) -> N
 async def test_idle_machine_is_reused_preferring_its_image(env, pool_factory) -> None:  # type: ignore[no-untyped-def]
     pool = await pool_factory(idle_timeout_seconds=600, reconcile_interval_seconds=0)
     a, b = await pool.run(1, image="img-a"), await pool.run(2, image="img-b")
-    await pool.until(lambda v: sum(m.state == MachineState.BUSY for m in v.machines) == 2, "2 leases")
+    await pool.until(
+        lambda v: sum(m.state == MachineState.BUSY for m in v.machines) == 2, "2 leases"
+    )
     la, lb = await leased(a), await leased(b)
     await finish(env, a)
     await finish(env, b)
@@ -216,14 +220,13 @@ async def test_reconciler_terminates_orphans(env, pool_factory) -> None:  # type
     assert [m.id for m in v.machines] == [machine_id]  # the known, answering machine stays
 
 
-
 async def test_max_concurrent_runs_is_first_come_first_served(env, pool_factory) -> None:  # type: ignore[no-untyped-def]
     pool = await pool_factory(max_concurrent_runs=2, reconcile_interval_seconds=0)
     runs = []
     for i in range(1, 6):  # one at a time, so the pool hears them in this order
         runs.append(await pool.run(i))
         await pool.until(
-            lambda v: sum(bool(m.run_workflow_id) for m in v.machines) + len(v.queue) == i,
+            lambda v, i=i: sum(bool(m.run_workflow_id) for m in v.machines) + len(v.queue) == i,
             f"run {i} to reach the pool",
         )
     v = await pool.until(

@@ -5,7 +5,6 @@ pool workflow on the real Temporal dev server of the session stack."""
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 import base64
 import os
 import subprocess
@@ -13,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -20,13 +20,13 @@ import pytest
 import requests
 from temporalio.worker import Worker
 
-from activities.provider import ProviderActivities
-from infra.config import Settings
-from infra.providers import aws
-from infra.temporal import make_client
+from conjure.activities.provider import ProviderActivities
+from conjure.infra.config import Settings
+from conjure.infra.providers import aws
+from conjure.infra.temporal import make_client
+from conjure.workflows.models import MachineType, PoolConfig, PoolInput
+from conjure.workflows.pool import PoolWorkflow
 from tests.conftest import free_port
-from workflows.models import MachineType, PoolConfig, PoolInput
-from workflows.pool import PoolWorkflow
 
 
 @pytest.fixture(scope="module")
@@ -62,18 +62,18 @@ def ec2(url: str):  # type: ignore[no-untyped-def]
 
 def aws_settings(url: str, tmp_path: Path, **kw: object) -> Settings:
     image = ec2(url).describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    base = dict(
-        home=tmp_path,
-        provider="aws",
-        aws_endpoint_url=url,
-        aws_region="us-east-1",
-        aws_image_id=image,
-        temporal_address="temporal.example.com:7233",
-        temporal_namespace="ml",
-        temporal_tls=True,
-        store_url="s3://bucket/conjure",
-        cluster_name=f"c{uuid.uuid4().hex[:6]}",
-    )
+    base = {
+        "home": tmp_path,
+        "provider": "aws",
+        "aws_endpoint_url": url,
+        "aws_region": "us-east-1",
+        "aws_image_id": image,
+        "temporal_address": "temporal.example.com:7233",
+        "temporal_namespace": "ml",
+        "temporal_tls": True,
+        "store_url": "s3://bucket/conjure",
+        "cluster_name": f"c{uuid.uuid4().hex[:6]}",
+    }
     base.update(kw)
     return Settings(**base)  # type: ignore[arg-type]
 
@@ -128,7 +128,10 @@ def test_on_demand_without_spot_setting(moto_url: str, tmp_path: Path) -> None:
 
 
 def _orphan(c, cluster: str, machine_id: str, image: str) -> str:  # type: ignore[no-untyped-def]
-    tags = [{"Key": "conjure-machine-id", "Value": machine_id}, {"Key": "conjure-cluster", "Value": cluster}]
+    tags = [
+        {"Key": "conjure-machine-id", "Value": machine_id},
+        {"Key": "conjure-cluster", "Value": cluster},
+    ]
     r = c.run_instances(
         ImageId=image, InstanceType="t3.medium", MinCount=1, MaxCount=1,
         TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
@@ -136,14 +139,16 @@ def _orphan(c, cluster: str, machine_id: str, image: str) -> str:  # type: ignor
     return r["Instances"][0]["InstanceId"]
 
 
-async def test_reconciler_terminates_an_orphan(conjure_stack: Settings, moto_url: str, tmp_path: Path) -> None:
+async def test_reconciler_terminates_an_orphan(
+    conjure_stack: Settings, moto_url: str, tmp_path: Path
+) -> None:
     s = aws_settings(moto_url, tmp_path)
     c = ec2(moto_url)
     orphan = _orphan(c, s.cluster_name, "aws-orphan00001", s.aws_image_id)
     other_cluster = _orphan(c, "someone-else", "aws-theirs00001", s.aws_image_id)
-    untagged = c.run_instances(ImageId=s.aws_image_id, InstanceType="t3.micro", MinCount=1, MaxCount=1)[
-        "Instances"
-    ][0]["InstanceId"]
+    untagged = c.run_instances(
+        ImageId=s.aws_image_id, InstanceType="t3.micro", MinCount=1, MaxCount=1
+    )["Instances"][0]["InstanceId"]
 
     client = await make_client(conjure_stack)
     queue = f"aws-test-{uuid.uuid4().hex[:8]}"
@@ -171,14 +176,19 @@ async def test_reconciler_terminates_an_orphan(conjure_stack: Settings, moto_url
                 for _ in range(100):
                     states = {
                         i["InstanceId"]: i["State"]["Name"]
-                        for r in c.describe_instances(InstanceIds=[orphan, other_cluster, untagged])["Reservations"]
+                        for r in c.describe_instances(
+                            InstanceIds=[orphan, other_cluster, untagged]
+                        )["Reservations"]
                         for i in r["Instances"]
                     }
                     if states[orphan] in ("shutting-down", "terminated"):
                         break
                     await asyncio.sleep(0.1)
                 assert states[orphan] in ("shutting-down", "terminated")
-                assert states[other_cluster] in ("pending", "running")  # another cluster's: not ours
+                assert states[other_cluster] in (
+                    "pending",
+                    "running",
+                )  # another cluster's: not ours
                 assert states[untagged] in ("pending", "running")  # not Conjure's at all
             finally:
                 await handle.terminate()

@@ -25,9 +25,9 @@ import requests
 import urllib3
 from requests.adapters import BaseAdapter
 
-from infra.config import Settings
-from infra.providers import azure, gcp
-from workflows.models import MachineType
+from conjure.infra.config import Settings
+from conjure.infra.providers import azure, gcp
+from conjure.workflows.models import MachineType
 
 T4 = MachineType(
     name="T4", vcpus=4, memory_gb=16, gpus=1, price_per_hour=0.526, spot=True,
@@ -73,18 +73,18 @@ class FakeHTTP(BaseAdapter):
 
 
 def settings(tmp_path: Path, **kw: Any) -> Settings:
-    base: dict[str, Any] = dict(
-        home=tmp_path,
-        temporal_address="temporal.example.com:7233",
-        store_url="gs://bucket/conjure",
-        cluster_name="prod",
-        gcp_project="proj",
-        gcp_zone="us-central1-a",
-        azure_subscription_id="sub-1",
-        azure_resource_group="rg",
-        azure_subnet_id="/subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/s",
-        azure_ssh_public_key="ssh-ed25519 AAAA test",
-    )
+    base: dict[str, Any] = {
+        "home": tmp_path,
+        "temporal_address": "temporal.example.com:7233",
+        "store_url": "gs://bucket/conjure",
+        "cluster_name": "prod",
+        "gcp_project": "proj",
+        "gcp_zone": "us-central1-a",
+        "azure_subscription_id": "sub-1",
+        "azure_resource_group": "rg",
+        "azure_subnet_id": "/subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/s",
+        "azure_ssh_public_key": "ssh-ed25519 AAAA test",
+    }
     base.update(kw)
     return Settings(**base)
 
@@ -146,7 +146,10 @@ def test_gce_provision_spot_gpu_request(monkeypatch: pytest.MonkeyPatch, tmp_pat
         "conjure-machine-id": "gcp-abc", "conjure-cluster": "prod", "conjure-machine-type": "t4",
     }  # fmt: skip
     assert body["guestAccelerators"] == [
-        {"acceleratorCount": 1, "acceleratorType": "zones/us-central1-a/acceleratorTypes/nvidia-tesla-t4"}
+        {
+            "acceleratorCount": 1,
+            "acceleratorType": "zones/us-central1-a/acceleratorTypes/nvidia-tesla-t4",
+        }
     ]
     assert body["scheduling"]["provisioningModel"] == "SPOT"
     assert body["scheduling"]["instanceTerminationAction"] == "DELETE"
@@ -159,7 +162,10 @@ def test_gce_provision_spot_gpu_request(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
     # A retried provision finds the VM and inserts nothing.
     fake.requests.clear()
-    assert gcp.provision(settings(tmp_path, provider="gcp", spot=True), "gcp-abc", T4).machine_id == "gcp-abc"
+    assert (
+        gcp.provision(settings(tmp_path, provider="gcp", spot=True), "gcp-abc", T4).machine_id
+        == "gcp-abc"
+    )
     assert [r.method for r in fake.requests] == ["GET"]
 
 
@@ -172,11 +178,22 @@ def test_gce_on_demand_cpu_has_no_accelerator(tmp_path: Path) -> None:
 
 def test_gce_list_and_terminate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def handler(req: requests.PreparedRequest) -> tuple[int, Any]:
-        if req.method == "GET" and req.url and "/instances?" in req.url or req.url.endswith("/instances"):
+        if (
+            req.method == "GET"
+            and req.url
+            and "/instances?" in req.url
+            or req.url.endswith("/instances")
+        ):
             return 200, {
                 "items": [
-                    gce_vm("conjure-gcp-1", {"conjure-machine-id": "gcp-1", "conjure-cluster": "prod"}),
-                    gce_vm("conjure-gcp-2", {"conjure-machine-id": "gcp-2", "conjure-cluster": "prod"}, "TERMINATED"),
+                    gce_vm(
+                        "conjure-gcp-1", {"conjure-machine-id": "gcp-1", "conjure-cluster": "prod"}
+                    ),
+                    gce_vm(
+                        "conjure-gcp-2",
+                        {"conjure-machine-id": "gcp-2", "conjure-cluster": "prod"},
+                        "TERMINATED",
+                    ),
                 ]
             }
         if req.method == "DELETE" and "conjure-gcp-1" in (req.url or ""):
@@ -190,7 +207,9 @@ def test_gce_list_and_terminate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     s = settings(tmp_path, provider="gcp")
     listed = gcp.list_instances(s)
     assert [(i.machine_id, i.state) for i in listed] == [("gcp-1", "running"), ("gcp-2", "stopped")]
-    assert 'labels.conjure-cluster = "prod"' in requests.utils.unquote(fake.requests[0].url).replace("+", " ")
+    assert 'labels.conjure-cluster = "prod"' in requests.utils.unquote(
+        fake.requests[0].url
+    ).replace("+", " ")
     gcp.terminate(s, "gcp-1")
     gcp.terminate(s, "gcp-gone")  # 404: already gone, no error
     deletes = [r.url for r in fake.requests if r.method == "DELETE"]
@@ -204,7 +223,9 @@ class FakeCredential:
     def get_token(self, *scopes: str, **kw: Any) -> Any:
         from azure.core.credentials import AccessToken
 
-        return AccessToken("fake-token", int((datetime.now(timezone.utc) + timedelta(hours=1)).timestamp()))
+        return AccessToken(
+            "fake-token", int((datetime.now(timezone.utc) + timedelta(hours=1)).timestamp())
+        )
 
 
 def azure_client(monkeypatch: pytest.MonkeyPatch, fake: FakeHTTP) -> None:
@@ -228,7 +249,11 @@ def azure_vm(name: str, body: dict[str, Any], state: str = "Succeeded") -> dict[
         "name": name,
         "location": "eastus",
         "tags": body.get("tags", {}),
-        "properties": {**body.get("properties", {}), "provisioningState": state, "vmId": "vm-uuid-1"},
+        "properties": {
+            **body.get("properties", {}),
+            "provisioningState": state,
+            "vmId": "vm-uuid-1",
+        },
     }
 
 
@@ -253,10 +278,17 @@ def test_azure_provision_spot_request(monkeypatch: pytest.MonkeyPatch, tmp_path:
     rec = azure.provision(s, "azure-abc", T4)
     assert rec.machine_id == "azure-abc" and rec.state == "running" and rec.spot
     put = next(r for r in fake.requests if r.method == "PUT")
-    assert "/subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/conjure-azure-abc" in put.url
+    assert (
+        "/subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/conjure-azure-abc"
+        in put.url
+    )
     assert put.headers["Authorization"] == "Bearer fake-token"
     props = made["properties"]
-    assert made["tags"] == {"conjure-machine-id": "azure-abc", "conjure-cluster": "prod", "conjure-machine-type": "t4"}
+    assert made["tags"] == {
+        "conjure-machine-id": "azure-abc",
+        "conjure-cluster": "prod",
+        "conjure-machine-type": "t4",
+    }
     assert props["hardwareProfile"]["vmSize"] == "Standard_NC4as_T4_v3"
     assert props["priority"] == "Spot" and props["evictionPolicy"] == "Delete"
     assert props["billingProfile"]["maxPrice"] == -1
@@ -266,7 +298,9 @@ def test_azure_provision_spot_request(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert props["osProfile"]["linuxConfiguration"]["disablePasswordAuthentication"] is True
     nic = props["networkProfile"]["networkInterfaceConfigurations"][0]
     assert nic["properties"]["deleteOption"] == "Delete"
-    assert nic["properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"] == s.azure_subnet_id
+    assert (
+        nic["properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"] == s.azure_subnet_id
+    )
     assert props["storageProfile"]["osDisk"]["deleteOption"] == "Delete"
     assert props["storageProfile"]["imageReference"]["offer"] == "debian-12"
 
@@ -279,10 +313,22 @@ def test_azure_list_and_terminate(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     def handler(req: requests.PreparedRequest) -> tuple[int, Any]:
         path = (req.url or "").split("?")[0]
         if req.method == "GET" and path.endswith("/virtualMachines"):
-            mine = {"tags": {"conjure-machine-id": "azure-1", "conjure-cluster": "prod"}, "properties": {"priority": "Regular"}}
-            other = {"tags": {"conjure-machine-id": "azure-9", "conjure-cluster": "other"}, "properties": {}}
+            mine = {
+                "tags": {"conjure-machine-id": "azure-1", "conjure-cluster": "prod"},
+                "properties": {"priority": "Regular"},
+            }
+            other = {
+                "tags": {"conjure-machine-id": "azure-9", "conjure-cluster": "other"},
+                "properties": {},
+            }
             plain = {"tags": {}, "properties": {}}
-            return 200, {"value": [azure_vm("conjure-azure-1", mine), azure_vm("x", other), azure_vm("y", plain)]}
+            return 200, {
+                "value": [
+                    azure_vm("conjure-azure-1", mine),
+                    azure_vm("x", other),
+                    azure_vm("y", plain),
+                ]
+            }
         if req.method == "DELETE" and path.endswith("/conjure-azure-1"):
             return 200, {}
         if req.method == "DELETE":
@@ -292,18 +338,22 @@ def test_azure_list_and_terminate(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     fake = FakeHTTP(handler)
     azure_client(monkeypatch, fake)
     s = settings(tmp_path, provider="azure")
-    assert [(i.machine_id, i.state, i.spot) for i in azure.list_instances(s)] == [("azure-1", "running", False)]
+    assert [(i.machine_id, i.state, i.spot) for i in azure.list_instances(s)] == [
+        ("azure-1", "running", False)
+    ]
     azure.terminate(s, "azure-1")
     azure.terminate(s, "azure-gone")  # 404: already gone
     assert [r.method for r in fake.requests].count("DELETE") == 2
 
 
 def test_missing_settings_are_one_clear_error(tmp_path: Path) -> None:
-    from infra.providers.base import ProviderError
+    from conjure.infra.providers.base import ProviderError
 
     with pytest.raises(ProviderError, match="gcp_project"):
         gcp.provision(Settings(home=tmp_path, provider="gcp", gcp_project=""), "gcp-x", CPU)
     with pytest.raises(ProviderError, match="azure_ssh_public_key"):
-        azure.vm_resource(settings(tmp_path, provider="azure", azure_ssh_public_key=""), "azure-x", CPU)
+        azure.vm_resource(
+            settings(tmp_path, provider="azure", azure_ssh_public_key=""), "azure-x", CPU
+        )
     with pytest.raises(ProviderError, match="temporal_address"):
         azure.vm_resource(settings(tmp_path, provider="azure", temporal_address=""), "azure-x", CPU)

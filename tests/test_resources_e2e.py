@@ -11,7 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from infra.config import Settings
+from conjure.infra.config import Settings
 from tests import emulators
 from tests.conftest import conjure, running_stack, stack_env
 from tests.test_run_e2e import run_id_of
@@ -33,7 +33,9 @@ def test_upload_mount_cache_and_writes(conjure_stack: Settings, tmp_path: Path) 
     assert "Uploaded uploads/mnist-labels.csv: 1 file(s), 4 B" in human.err
     ls = conjure("ls", "uploads", "--json")
     assert {(e["path"], e["dir"]) for e in json.loads(ls.out)} >= {
-        ("uploads/mnist", True), ("uploads/mnist-labels.csv", False)}, ls
+        ("uploads/mnist", True),
+        ("uploads/mnist-labels.csv", False),
+    }, ls
     root = conjure("ls", "/")
     assert "uploads/" in root.out and "logs" not in root.out, root
 
@@ -41,8 +43,9 @@ def test_upload_mount_cache_and_writes(conjure_stack: Settings, tmp_path: Path) 
         "cat /mnt/data/train/a.txt && echo more >> /mnt/data/train/a.txt && "
         "echo made > /mnt/data/new.txt && cat mnist/labels.csv"
     )
-    r1 = conjure("run", "--mount", "uploads/mnist:/mnt/data", "--mount", "uploads/mnist",
-                 cmd, cwd=proj)
+    r1 = conjure(
+        "run", "--mount", "uploads/mnist:/mnt/data", "--mount", "uploads/mnist", cmd, cwd=proj
+    )
     assert r1.code == 0, r1
     assert r1.out == "first\n1,2\n", r1
     assert "uploads/mnist: downloaded" in r1.err, r1
@@ -51,14 +54,15 @@ def test_upload_mount_cache_and_writes(conjure_stack: Settings, tmp_path: Path) 
     out = conjure("ls", f"runs/{n1}/mnt/data", "--json")
     assert out.code == 0, out
     assert {e["path"] for e in json.loads(out.out)} >= {
-        f"runs/{n1}/mnt/data/new.txt", f"runs/{n1}/mnt/data/train"}
+        f"runs/{n1}/mnt/data/new.txt",
+        f"runs/{n1}/mnt/data/train",
+    }
     got = tmp_path / "got"
     cp = conjure("cp", f"runs/{n1}/mnt/data/train/a.txt", str(got), "--json")
     assert cp.code == 0, cp
     assert got.read_text() == "first\nmore\n" and json.loads(cp.out)["files"] == 1
 
-    r2 = conjure("run", "--mount", "uploads/mnist:/mnt/data", "cat /mnt/data/train/a.txt",
-                 cwd=proj)
+    r2 = conjure("run", "--mount", "uploads/mnist:/mnt/data", "cat /mnt/data/train/a.txt", cwd=proj)
     assert r2.code == 0, r2
     assert r2.out == "first\n", r2  # the machine's cached copy was not changed by run 1
     assert "uploads/mnist: cached on this machine" in r2.err, r2
@@ -90,8 +94,9 @@ def test_upload_mount_cache_and_writes(conjure_stack: Settings, tmp_path: Path) 
         (["run", "--mount", "uploads/x:/mnt/../etc", "true"], "'..'"),
     ],
 )
-def test_resource_usage_errors(conjure_stack: Settings, tmp_path: Path, args: list[str],
-                               message: str) -> None:
+def test_resource_usage_errors(
+    conjure_stack: Settings, tmp_path: Path, args: list[str], message: str
+) -> None:
     r = conjure(*[a.replace("{tmp}", str(tmp_path)) for a in args], cwd=tmp_path)
     assert r.code == 2, r
     assert message in r.err and "Traceback" not in r.err, r
@@ -104,8 +109,13 @@ def test_resource_usage_errors(conjure_stack: Settings, tmp_path: Path, args: li
 def s3_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, str]]:
     work = tmp_path_factory.mktemp("s3-stack")
     with emulators.moto(work) as endpoint:
-        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                          aws_secret_access_key="testing", region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
         s3.create_bucket(Bucket="conjure-store")
         s3.create_bucket(Bucket="open-data")
         s3.put_object(Bucket="open-data", Key="climate/rain.csv", Body=b"month,mm\n1,42\n")
@@ -120,8 +130,9 @@ def s3_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Setting
             yield settings, endpoint
 
 
-def test_s3_store_upload_mount_bucket_and_outputs(s3_stack: tuple[Settings, str],
-                                                  tmp_path: Path) -> None:
+def test_s3_store_upload_mount_bucket_and_outputs(
+    s3_stack: tuple[Settings, str], tmp_path: Path
+) -> None:
     settings, endpoint = s3_stack
     (tmp_path / "cfg.txt").write_text("lr=0.1\n")
     proj = tmp_path / "proj"
@@ -130,8 +141,10 @@ def test_s3_store_upload_mount_bucket_and_outputs(s3_stack: tuple[Settings, str]
     assert up.code == 0, up
     r = conjure(
         "run",
-        "--mount", "uploads/cfg.txt:/mnt/cfg.txt",
-        "--mount", "s3://open-data/climate:data",
+        "--mount",
+        "uploads/cfg.txt:/mnt/cfg.txt",
+        "--mount",
+        "s3://open-data/climate:data",
         "cat /mnt/cfg.txt data/rain.csv && echo 7 > data/result.txt && echo done > out.txt",
         cwd=proj,
     )
@@ -139,10 +152,17 @@ def test_s3_store_upload_mount_bucket_and_outputs(s3_stack: tuple[Settings, str]
     assert r.out == "lr=0.1\nmonth,mm\n1,42\n", r
     assert "s3://open-data/climate: downloaded" in r.err, r
     n = run_id_of(r.err)
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                      aws_secret_access_key="testing", region_name="us-east-1")
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="conjure-store",
-                                                  Prefix=f"team/runs/{n}/")["Contents"]}
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    keys = {
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket="conjure-store", Prefix=f"team/runs/{n}/")["Contents"]
+    }
     assert keys == {f"team/runs/{n}/out.txt", f"team/runs/{n}/data/result.txt"}, keys
     assert "uploads/cfg.txt" in conjure("ls", "uploads").out
     logs = conjure("logs", str(n))

@@ -17,10 +17,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from cli.api import AsyncConjure, AsyncRun
-from infra.config import Settings, get_settings
-from infra.providers import local
-from infra.providers.local import MACHINE_LABEL
+from conjure.cli.api import AsyncConjure, AsyncRun
+from conjure.infra.config import Settings, get_settings
+from conjure.infra.providers import local
+from conjure.infra.providers.local import MACHINE_LABEL
 from tests.conftest import conjure
 from tests.test_run_e2e import git, run_id_of, status
 

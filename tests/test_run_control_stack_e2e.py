@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import Settings
-from infra.providers import local
+from conjure.infra.config import Settings
+from conjure.infra.providers import local
 from tests.conftest import conjure, running_stack, stack_env
 
 
@@ -47,7 +47,7 @@ def test_requested_runs_are_withdrawn(limited_stack: Settings, tmp_path: Path) -
     s = conjure("stop", "--wait", str(waiting[0]))
     k = conjure("kill", "--wait", str(waiting[1]))
     assert s.code == 0 and k.code == 0, (s, k)
-    for n, final in zip(waiting, ["Stopped", "Killed"]):
+    for n, final in zip(waiting, ["Stopped", "Killed"], strict=False):
         st = state(n)
         assert st["state"] == final and "withdrawn" in st["reason"], st
         assert [c["state"] for c in st["timeline"]] == ["Requested", final]
@@ -60,7 +60,9 @@ def test_requested_runs_are_withdrawn(limited_stack: Settings, tmp_path: Path) -
     assert len(view) == 1  # no machine was started for the withdrawn runs
 
 
-def test_reclaimed_machine_interrupts_the_run_at_once(limited_stack: Settings, tmp_path: Path) -> None:
+def test_reclaimed_machine_interrupts_the_run_at_once(
+    limited_stack: Settings, tmp_path: Path
+) -> None:
     """The provider reports the instance reclaimed (a spot instance taken back): the run
     ends Interrupted without waiting for the heartbeat timeout (an hour here)."""
     r = conjure("run", "--background", "for i in $(seq 1 600); do echo $i; sleep 0.5; done",
@@ -73,7 +75,10 @@ def test_reclaimed_machine_interrupts_the_run_at_once(limited_stack: Settings, t
     machine = state(n)["machine_id"]
     local.reclaim(limited_stack, machine)
     deadline = time.monotonic() + 60
-    while not state(n)["state"] in ("Interrupted", "Failed", "Complete") and time.monotonic() < deadline:
+    while (
+        state(n)["state"] not in ("Interrupted", "Failed", "Complete")
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
     st = state(n)
     assert st["state"] == "Interrupted", st

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.config import Settings
-from infra.stack import temporal_binary
+from conjure.infra.config import Settings
+from conjure.infra.stack import temporal_binary
 from tests.conftest import CONJURE, conjure
 
 
@@ -35,12 +35,26 @@ def test_hello_world(conjure_stack: Settings, tmp_path: Path) -> None:
     assert r.code == 0, r
     assert r.out == "Hello World\n"  # the program's output alone on stdout
     assert "Casting run #" in r.err.splitlines()[0] or "Started the embedded" in r.err
-    for word in ("Machine_Requested… done", "Building… done", "Run is running", "Saving… done",
-                 "Pushing… done", "complete"):
+    for word in (
+        "Machine_Requested… done",
+        "Building… done",
+        "Run is running",
+        "Saving… done",
+        "Pushing… done",
+        "complete",
+    ):
         assert word in r.err, r
     st = status(run_id_of(r.err))
     states = [c["state"] for c in st["timeline"]]
-    assert states == ["Requested", "Building", "Mounting", "Running", "Saving", "Pushing", "Complete"]
+    assert states == [
+        "Requested",
+        "Building",
+        "Mounting",
+        "Running",
+        "Saving",
+        "Pushing",
+        "Complete",
+    ]
     assert st["exit_code"] == 0
     assert st["image"] == conjure_stack.base_image
     assert st["machine_id"]
@@ -66,7 +80,9 @@ def test_outputs_and_mount_spec_example(conjure_stack: Settings, tmp_path: Path)
 
 
 def test_mount_default_and_absolute_dest(conjure_stack: Settings, tmp_path: Path) -> None:
-    r1 = conjure("run", "mkdir -p out/sub && echo a > out/a.txt && echo b > out/sub/b.txt", cwd=tmp_path)
+    r1 = conjure(
+        "run", "mkdir -p out/sub && echo a > out/a.txt && echo b > out/sub/b.txt", cwd=tmp_path
+    )
     assert r1.code == 0, r1
     n = run_id_of(r1.err)
     r2 = conjure(

@@ -9,11 +9,11 @@ import json
 import subprocess
 from pathlib import Path
 
-from infra.config import Settings
-from infra.logs import LogWriter
-from infra.secrets import REDACTED, split_env
-from infra.stack import temporal_binary
-from infra.store import open_store
+from conjure.infra.config import Settings
+from conjure.infra.logs import LogWriter
+from conjure.infra.secrets import REDACTED, split_env
+from conjure.infra.stack import temporal_binary
+from conjure.infra.store import open_store
 from tests.conftest import conjure
 from tests.test_run_e2e import git, run_id_of, status
 
@@ -115,7 +115,9 @@ def make_versions(root: Path) -> tuple[Path, list[str]]:
         (repo / "version.txt").write_text(v + "\n")
         git(repo, "add", ".")
         git(repo, "commit", "-q", "-m", v)
-        shas.append(subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=repo, text=True).strip())
+        shas.append(
+            subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=repo, text=True).strip()
+        )
     git(repo, "checkout", "-q", "-b", "feature")
     (repo / "version.txt").write_text("v3\n")
     git(repo, "commit", "-q", "-am", "v3")

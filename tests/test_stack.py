@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from cli.api import AsyncConjure
-from infra.config import Settings
-from infra.providers import local
+from conjure.cli.api import AsyncConjure
+from conjure.infra.config import Settings
+from conjure.infra.providers import local
+from conjure.workflows.models import CodeSpec, RunSpec
 from tests.conftest import conjure, stack_env
-from workflows.models import CodeSpec, RunSpec
 
 IDLE = 4.0
 
@@ -109,7 +109,7 @@ def test_crash_of_worker_or_server_mid_run_loses_nothing(
 ) -> None:
     """SIGKILL the control worker or the Temporal server while a run is Running; after
     `conjure up` restarts it, the run finishes Complete with its logs and outputs."""
-    from infra import stack
+    from conjure.infra import stack
 
     settings = settings_of(own_stack)
     r = conjure("run", "--background", "echo before; sleep 4; echo after; echo data > out.txt",

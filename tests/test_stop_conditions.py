@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cli.control import sparkline
-from infra.metrics import (
+from conjure.cli.control import sparkline
+from conjure.infra.metrics import (
     MetricsPump,
     cpu_percent,
     memory_mb,
@@ -21,8 +21,8 @@ from infra.metrics import (
     parse_nvidia_smi,
     read_metrics,
 )
-from infra.store import Store
-from workflows.stop_conditions import (
+from conjure.infra.store import Store
+from conjure.workflows.stop_conditions import (
     MetricPoint,
     StopCondition,
     StopConditionState,
@@ -216,7 +216,7 @@ def test_sparkline() -> None:
 
 
 def test_helper_module_writes_the_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker_agent import conjure_metrics
+    from conjure.worker_agent import conjure_metrics
 
     target = tmp_path / "m.jsonl"
     monkeypatch.setenv("CONJURE_METRICS_FILE", str(target))

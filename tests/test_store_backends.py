@@ -11,21 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from activities.resources import MountError, mount_all, mount_writes
-from cli import resources
-from infra import store as store_mod
-from infra.config import Settings
-from infra.errors import ConjureError, UsageError
-from infra.store import BadKey, Store, open_source, open_store
+from conjure.activities.resources import MountError, mount_all, mount_writes
+from conjure.cli import resources
+from conjure.infra import store as store_mod
+from conjure.infra.config import Settings
+from conjure.infra.errors import ConjureError, UsageError
+from conjure.infra.store import BadKey, Store, open_source, open_store
+from conjure.workflows.models import MountInput, MountSpec
 from tests import emulators
-from workflows.models import MountInput, MountSpec
 
 BACKENDS = ["local", "s3", "gcs", "azure"]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[Settings]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
     kind = request.param
     work = tmp_path_factory.mktemp(f"store-{kind}")
     with ExitStack() as stack:
@@ -33,17 +34,29 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             s = Settings(home=work, store_url=f"file://{work}/store", transfer_workers=8)
         elif kind == "s3":
             url = stack.enter_context(emulators.moto(work))
-            s = Settings(home=work, store_url="s3://conjure-test/prefix", s3_endpoint_url=url,
-                         store_options={"key": "testing", "secret": "testing"},
-                         transfer_workers=8)
+            s = Settings(
+                home=work,
+                store_url="s3://conjure-test/prefix",
+                s3_endpoint_url=url,
+                store_options={"key": "testing", "secret": "testing"},
+                transfer_workers=8,
+            )
         elif kind == "gcs":
             url = stack.enter_context(emulators.gcs(work))
-            s = Settings(home=work, store_url="gs://conjure-test/prefix", gcs_endpoint_url=url,
-                         transfer_workers=8)
+            s = Settings(
+                home=work,
+                store_url="gs://conjure-test/prefix",
+                gcs_endpoint_url=url,
+                transfer_workers=8,
+            )
         else:
             conn = stack.enter_context(emulators.azurite(work))
-            s = Settings(home=work, store_url="az://conjure-test/prefix",
-                         azure_connection_string=conn, transfer_workers=8)
+            s = Settings(
+                home=work,
+                store_url="az://conjure-test/prefix",
+                azure_connection_string=conn,
+                transfer_workers=8,
+            )
         if kind != "local":
             st = open_store(s.store, s)
             st.fs.mkdir("conjure-test")
@@ -108,7 +121,9 @@ def test_content_tag_follows_content(backend: Settings) -> None:
     assert next(st.walk("uploads/tag/x")).tag != first
 
 
-@pytest.mark.parametrize("key", ["../x", "/etc/passwd", "uploads/../../x", "uploads//x", "", "a/./b"])
+@pytest.mark.parametrize(
+    "key", ["../x", "/etc/passwd", "uploads/../../x", "uploads//x", "", "a/./b"]
+)
 def test_unsafe_keys_refused(backend: Settings, tmp_path: Path, key: str) -> None:
     st = open_store(backend.store, backend)
     with pytest.raises(BadKey):
@@ -185,15 +200,22 @@ def test_mount_cache_and_writes(backend: Settings, tmp_path: Path) -> None:
     def mount(run: int, src: str, dest: str = "/mnt/m"):  # type: ignore[no-untyped-def]
         rd = machine / "runs" / str(run)
         rd.mkdir(parents=True, exist_ok=True)
-        return mount_all(backend, st, machine, rd,
-                         MountInput(run_id=run, mounts=[MountSpec(source=src, dest=dest)]),
-                         logs.append), rd
+        return mount_all(
+            backend,
+            st,
+            machine,
+            rd,
+            MountInput(run_id=run, mounts=[MountSpec(source=src, dest=dest)]),
+            logs.append,
+        ), rd
 
     first, rd = mount(1, "uploads/m")
     assert first.cached == [False] and first.sizes == [3]
     lower = Path(first.binds[0].host)
     assert sorted(p.relative_to(lower).as_posix() for p in lower.rglob("*.txt")) == [
-        "d/y.txt", "x.txt"]
+        "d/y.txt",
+        "x.txt",
+    ]
     assert first.binds[0].overlay_upper and not first.binds[0].read_only
     again, _ = mount(2, "uploads/m")
     assert again.cached == [True] and again.binds[0].host == first.binds[0].host
@@ -212,13 +234,15 @@ def test_mount_cache_and_writes(backend: Settings, tmp_path: Path) -> None:
     os.mknod(upper / "x.txt", 0o600 | 0o020000, os.makedev(0, 0))  # a whiteout (deletion)
     written = mount_writes(rd, 1, "/conjure/repo")
     assert [k for _, k in written] == ["runs/1/mnt/m/new.txt"]
-    (rd / "mounts.json").write_text(json.dumps([{"dest": "/conjure/repo/data",
-                                                 "upper": str(upper)}]))
+    (rd / "mounts.json").write_text(
+        json.dumps([{"dest": "/conjure/repo/data", "upper": str(upper)}])
+    )
     assert [k for _, k in mount_writes(rd, 1, "/conjure/repo")] == ["runs/1/data/new.txt"]
 
 
-def test_bucket_source_read_anonymously(backend: Settings, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bucket_source_read_anonymously(
+    backend: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A bucket URL mount source; S3 without any credentials (a public bucket)."""
     st = open_store(backend.store, backend)
     if st.local:

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from activities.machine import parse_docker_ts
-from cli.mounts import parse_mount
-from infra.catalog import UnknownMachineType, load_catalog, lookup
-from infra.errors import UsageError
-from infra.logs import RateLimiter
-from infra.store import BadKey, clean_key
+from conjure.activities.machine import parse_docker_ts
+from conjure.cli.mounts import parse_mount
+from conjure.infra.catalog import UnknownMachineType, load_catalog, lookup
+from conjure.infra.errors import UsageError
+from conjure.infra.logs import RateLimiter
+from conjure.infra.store import BadKey, clean_key
 
 WD = "/conjure/project/src"
 
@@ -65,7 +65,9 @@ def test_rate_limiter_window(times: list[float]) -> None:
 
 def test_catalog_and_user_types(tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "config.toml"
-    cfg.write_text('[machine_types.mine]\nvcpus = 3\nmemory_gb = 5\n[machine_types.cpu]\nmemory_gb = 6\n')
+    cfg.write_text(
+        "[machine_types.mine]\nvcpus = 3\nmemory_gb = 5\n[machine_types.cpu]\nmemory_gb = 6\n"
+    )
     cat = load_catalog(cfg)
     assert {"cpu", "cpu-big", "cpu-huge", "ram-big", "ram-huge", "K80", "T4", "P100", "V100",
             "A100", "H100", "mine"} <= set(cat)  # fmt: skip

@@ -1,3 +1,3 @@
-from worker_agent.agent import main
+from conjure.worker_agent.agent import main
 
 main()

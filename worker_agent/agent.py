@@ -19,11 +19,11 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from activities.machine import MachineActivities
-from infra.config import Settings, get_settings
-from infra.store import open_store
-from infra.temporal import make_client
-from workflows.keys import machine_task_queue
+from conjure.activities.machine import MachineActivities
+from conjure.infra.config import Settings, get_settings
+from conjure.infra.store import open_store
+from conjure.infra.temporal import make_client
+from conjure.workflows.keys import machine_task_queue
 
 
 def workflow_signaller(client: Client, loop: asyncio.AbstractEventLoop):  # type: ignore[no-untyped-def]

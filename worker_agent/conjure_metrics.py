@@ -22,7 +22,7 @@ import math
 import os
 import time
 
-__all__ = ["send_metric", "KerasCallback"]
+__all__ = ["send_metric", "KerasCallback"]  # noqa: F822 (KerasCallback: module __getattr__)
 
 
 def send_metric(name, value, step=None):
@@ -32,7 +32,7 @@ def send_metric(name, value, step=None):
         return
     name = str(name)
     if not name or any(ch.isspace() for ch in name):
-        raise ValueError("metric name must be non-empty and without spaces: %r" % (name,))
+        raise ValueError(f"metric name must be non-empty and without spaces: {name!r}")
     if isinstance(value, bool):
         value = int(value)
     value = float(value)

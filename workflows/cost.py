@@ -14,7 +14,9 @@ def cost(price_per_hour: float, start: datetime | None, end: datetime | None) ->
     return price_per_hour * (end - start).total_seconds() / 3600.0
 
 
-def memo(price_per_hour: float, leased_at: datetime | None, released_at: datetime | None) -> dict[str, Any]:
+def memo(
+    price_per_hour: float, leased_at: datetime | None, released_at: datetime | None
+) -> dict[str, Any]:
     """What a run keeps in its memo, so `conjure ls` shows cost without querying each run."""
     return {
         MEMO_KEY: {

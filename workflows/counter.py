@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.models import AllocateInput, AllocateResult, CounterState
+    from conjure.workflows.models import AllocateInput, AllocateResult, CounterState
 
 RECENT_REQUESTS = 1000
 
@@ -19,8 +19,9 @@ class CounterWorkflow:
     @workflow.run
     async def run(self, state: CounterState | None = None) -> None:
         await workflow.wait_condition(
-            lambda: workflow.info().is_continue_as_new_suggested()
-            and workflow.all_handlers_finished()
+            lambda: (
+                workflow.info().is_continue_as_new_suggested() and workflow.all_handlers_finished()
+            )
         )
         workflow.continue_as_new(self.state)
 

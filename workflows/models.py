@@ -11,7 +11,7 @@ from enum import Enum
 
 from pydantic import BaseModel, Field
 
-from workflows.stop_conditions import StopCondition
+from conjure.workflows.stop_conditions import StopCondition
 
 
 class RunState(str, Enum):

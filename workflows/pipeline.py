@@ -18,9 +18,15 @@ from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttri
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import keys
-    from workflows.models import AllocateInput, AllocateResult, MountSpec, RunInput, RunState
-    from workflows.pipeline_models import (
+    from conjure.workflows import keys
+    from conjure.workflows.models import (
+        AllocateInput,
+        AllocateResult,
+        MountSpec,
+        RunInput,
+        RunState,
+    )
+    from conjure.workflows.pipeline_models import (
         PipelineInput,
         PipelineState,
         PipelineStatus,
@@ -29,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
         step_ref,
     )
-    from workflows.run import RunWorkflow
+    from conjure.workflows.run import RunWorkflow
 
 
 @workflow.defn
@@ -95,7 +101,10 @@ class PipelineWorkflow:
             lambda: self.stop_requested or all(self.steps[d].state.final for d in step.depends_on)
         )
         if self.stop_requested:
-            st.state, st.reason = StepState.STOPPED, "the pipeline was stopped before the step started"
+            st.state, st.reason = (
+                StepState.STOPPED,
+                "the pipeline was stopped before the step started",
+            )
             return
         bad = [d for d in step.depends_on if self.steps[d].state != StepState.COMPLETE]
         if bad:
@@ -161,7 +170,10 @@ class PipelineWorkflow:
         elif result.state in (RunState.STOPPED, RunState.KILLED) and self.stop_requested:
             st.state, st.reason = StepState.STOPPED, result.reason
         else:
-            st.state, st.reason = StepState.FAILED, f"run {run_id} {result.state.value}: {result.reason}"
+            st.state, st.reason = (
+                StepState.FAILED,
+                f"run {run_id} {result.state.value}: {result.reason}",
+            )
 
     @staticmethod
     async def _stop_child(child: workflow.ChildWorkflowHandle) -> None:

@@ -10,7 +10,7 @@ from enum import Enum
 
 from pydantic import BaseModel, Field
 
-from workflows.models import RunOptions, RunSpec
+from conjure.workflows.models import RunOptions, RunSpec
 
 # A step's mount source may start with this template: `{steps.prepare}/data` is
 # resolved to `runs/<N>/data`, N being the run of step `prepare`, when the step starts.

@@ -23,8 +23,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.keys import machine_task_queue
-    from workflows.models import (
+    from conjure.workflows.keys import machine_task_queue
+    from conjure.workflows.models import (
         CancelLeaseRequest,
         DescribeMachinesInput,
         DescribeMachinesResult,
@@ -44,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
         TerminateMachineRequest,
         TerminateMachineResult,
     )
-from workflows.pool_reconcile import ReconcilerMixin
+from conjure.workflows.pool_reconcile import ReconcilerMixin
 
 PROVIDER_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
 
@@ -355,7 +355,9 @@ class PoolWorkflow(ReconcilerMixin):
                 found = await workflow.execute_activity(
                     "describe_machines",
                     DescribeMachinesInput(
-                        machines=[TerminateInput(machine_id=m.id, provider=m.provider) for m in machines]
+                        machines=[
+                            TerminateInput(machine_id=m.id, provider=m.provider) for m in machines
+                        ]
                     ),
                     result_type=DescribeMachinesResult,
                     start_to_close_timeout=timedelta(minutes=2),

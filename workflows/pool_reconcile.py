@@ -23,7 +23,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.models import (
+    from conjure.workflows.models import (
         ListMachinesInput,
         ListMachinesResult,
         Machine,
@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 if TYPE_CHECKING:
-    from workflows.models import PoolConfig, PoolState
+    from conjure.workflows.models import PoolConfig, PoolState
 
 GONE = ("terminated", "shutting-down")
 

@@ -15,8 +15,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import cost, keys
-    from workflows.models import (
+    from conjure.workflows import cost, keys
+    from conjure.workflows.models import (
         CancelLeaseRequest,
         CleanupInput,
         EnvInput,
@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         SaveResult,
         StateChange,
     )
-    from workflows.stop_conditions import (
+    from conjure.workflows.stop_conditions import (
         StopConditionInput,
         StopConditionWorkflow,
         StopRequest,
@@ -151,10 +151,12 @@ class RunWorkflow:
             ),
         )
         await workflow.wait_condition(
-            lambda: self.lease is not None
-            or self.lease_error is not None
-            or self.stop_requested
-            or self.kill_requested
+            lambda: (
+                self.lease is not None
+                or self.lease_error is not None
+                or self.stop_requested
+                or self.kill_requested
+            )
         )
         if self.lease is None:
             await pool.signal(
@@ -245,8 +247,11 @@ class RunWorkflow:
             if spec.mounts:
                 try:
                     mounted = await self._step(
-                        "mount_resources", MountInput(run_id=run_id, mounts=spec.mounts),
-                        MountResult, timeout=timedelta(hours=6), haltable=True,
+                        "mount_resources",
+                        MountInput(run_id=run_id, mounts=spec.mounts),
+                        MountResult,
+                        timeout=timedelta(hours=6),
+                        haltable=True,
                     )
                 except _Halted:
                     return await self._halt_before_running(prepared)
@@ -350,10 +355,12 @@ class RunWorkflow:
         signalled: set[str] = set()
         while True:
             await workflow.wait_condition(
-                lambda: handle.done()
-                or (self.kill_requested and "kill" not in signalled)
-                or (self.stop_requested and "stop" not in signalled)
-                or self.lost is not None
+                lambda: (
+                    handle.done()
+                    or (self.kill_requested and "kill" not in signalled)
+                    or (self.stop_requested and "stop" not in signalled)
+                    or self.lost is not None
+                )
             )
             if handle.done():
                 return await handle

@@ -16,4 +16,4 @@ PROVIDERS = ("local", "aws", "gcp", "azure")
 def get_provider(name: str) -> ModuleType:
     if name not in PROVIDERS:
         raise ValueError(f"unknown provider {name!r}; known providers: {', '.join(PROVIDERS)}")
-    return importlib.import_module(f"infra.providers.{name}")
+    return importlib.import_module(f"conjure.infra.providers.{name}")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.config import Settings
-from infra.providers.base import (
+from conjure.infra.config import Settings
+from conjure.infra.providers.base import (
     TAG_CLUSTER,
     TAG_MACHINE_ID,
     TAG_MACHINE_TYPE,
@@ -26,7 +26,7 @@ from infra.providers.base import (
     tags,
     use_spot,
 )
-from workflows.models import MachineType
+from conjure.workflows.models import MachineType
 
 LIVE = ["pending", "running", "stopping", "stopped"]
 DEBIAN_OWNER = "136693071363"  # Debian's AWS account
@@ -78,14 +78,19 @@ def _image(ec2: Any, settings: Settings) -> str:
         return settings.aws_image_id
     images = ec2.describe_images(
         Owners=[DEBIAN_OWNER],
-        Filters=[{"Name": "name", "Values": ["debian-12-amd64-*"]}, {"Name": "state", "Values": ["available"]}],
+        Filters=[
+            {"Name": "name", "Values": ["debian-12-amd64-*"]},
+            {"Name": "state", "Values": ["available"]},
+        ],
     )["Images"]
     if not images:
         raise ProviderError("no Debian 12 AMI found: set aws_image_id (CONJURE_AWS_IMAGE_ID)")
     return max(images, key=lambda i: i.get("CreationDate", ""))["ImageId"]
 
 
-def request(settings: Settings, machine_id: str, mtype: MachineType, image_id: str) -> dict[str, Any]:
+def request(
+    settings: Settings, machine_id: str, mtype: MachineType, image_id: str
+) -> dict[str, Any]:
     """The RunInstances request for one machine (pure: tests read it too)."""
     tag_list = [{"Key": k, "Value": v} for k, v in tags(settings, machine_id, mtype).items()]
     tag_list.append({"Key": "Name", "Value": instance_name(machine_id)})
@@ -101,7 +106,10 @@ def request(settings: Settings, machine_id: str, mtype: MachineType, image_id: s
             {"ResourceType": "volume", "Tags": tag_list},
         ],
         "BlockDeviceMappings": [
-            {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": settings.disk_gb, "DeleteOnTermination": True}}
+            {
+                "DeviceName": "/dev/xvda",
+                "Ebs": {"VolumeSize": settings.disk_gb, "DeleteOnTermination": True},
+            }
         ],
         "InstanceInitiatedShutdownBehavior": "terminate",
     }

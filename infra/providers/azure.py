@@ -13,8 +13,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from infra.config import Settings
-from infra.providers.base import (
+from conjure.infra.config import Settings
+from conjure.infra.providers.base import (
     TAG_CLUSTER,
     TAG_MACHINE_ID,
     TAG_MACHINE_TYPE,
@@ -28,7 +28,7 @@ from infra.providers.base import (
     tags,
     use_spot,
 )
-from workflows.models import MachineType
+from conjure.workflows.models import MachineType
 
 STATES = {"Creating": "pending", "Updating": "running", "Succeeded": "running",
           "Deleting": "terminated", "Failed": "stopped", "Canceled": "stopped"}  # fmt: skip
@@ -78,7 +78,9 @@ def vm_resource(settings: Settings, machine_id: str, mtype: MachineType) -> Any:
         tags=tags(settings, machine_id, mtype),
         hardware_profile=m.HardwareProfile(vm_size=instance_type(mtype, "azure")),
         storage_profile=m.StorageProfile(
-            image_reference=m.ImageReference(publisher=publisher, offer=offer, sku=sku, version=version),
+            image_reference=m.ImageReference(
+                publisher=publisher, offer=offer, sku=sku, version=version
+            ),
             os_disk=m.OSDisk(
                 create_option="FromImage", delete_option="Delete", disk_size_gb=settings.disk_gb
             ),

@@ -19,9 +19,9 @@ from types import ModuleType
 
 from pydantic import BaseModel
 
-from infra.config import Settings
-from workflows.keys import machine_task_queue
-from workflows.models import MachineType
+from conjure.infra.config import Settings
+from conjure.workflows.keys import machine_task_queue
+from conjure.workflows.models import MachineType
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -64,7 +64,8 @@ def need(settings: Settings, *names: str) -> None:
     missing = [n for n in names if not getattr(settings, n)]
     if missing:
         raise ProviderError(
-            "set " + ", ".join(f"{n} (CONJURE_{n.upper()})" for n in missing)
+            "set "
+            + ", ".join(f"{n} (CONJURE_{n.upper()})" for n in missing)
             + f" for the {settings.provider} provider"
         )
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.config import Settings
-from infra.providers.base import (
+from conjure.infra.config import Settings
+from conjure.infra.providers.base import (
     TAG_CLUSTER,
     TAG_MACHINE_ID,
     TAG_MACHINE_TYPE,
@@ -26,7 +26,7 @@ from infra.providers.base import (
     tags,
     use_spot,
 )
-from workflows.models import MachineType
+from conjure.workflows.models import MachineType
 
 STATES = {
     "PROVISIONING": "pending",
@@ -123,7 +123,9 @@ def instance_resource(settings: Settings, machine_id: str, mtype: MachineType) -
 def _get(cl: Any, settings: Settings, machine_id: str) -> Any | None:
     exceptions = require("google.api_core.exceptions", "gcp")
     try:
-        return cl.get(project=settings.gcp_project, zone=settings.gcp_zone, instance=instance_name(machine_id))
+        return cl.get(
+            project=settings.gcp_project, zone=settings.gcp_zone, instance=instance_name(machine_id)
+        )
     except exceptions.NotFound:
         return None
 
@@ -154,7 +156,9 @@ def terminate(settings: Settings, machine_id: str) -> None:
     exceptions = require("google.api_core.exceptions", "gcp")
     cl = client(settings)
     try:
-        op = cl.delete(project=settings.gcp_project, zone=settings.gcp_zone, instance=instance_name(machine_id))
+        op = cl.delete(
+            project=settings.gcp_project, zone=settings.gcp_zone, instance=instance_name(machine_id)
+        )
         op.result(timeout=600)
     except exceptions.NotFound:
         pass  # already gone

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from infra.config import Settings
-from workflows.keys import machine_task_queue
-from workflows.models import MachineType
+from conjure.infra.config import Settings
+from conjure.workflows.keys import machine_task_queue
+from conjure.workflows.models import MachineType
 
 MACHINE_LABEL = "org.conjure.machine"
 
@@ -78,7 +78,7 @@ def _start_agent(settings: Settings, rec: InstanceRecord) -> int:
     log = open(d / "agent.log", "ab")
     env = settings.child_env()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker_agent", "--machine-id", rec.machine_id],
+        [sys.executable, "-m", "conjure.worker_agent", "--machine-id", rec.machine_id],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -129,7 +129,9 @@ def _remove_containers(machine_id: str) -> None:
         import docker
 
         client = docker.from_env()
-        for c in client.containers.list(all=True, filters={"label": f"{MACHINE_LABEL}={machine_id}"}):
+        for c in client.containers.list(
+            all=True, filters={"label": f"{MACHINE_LABEL}={machine_id}"}
+        ):
             c.remove(force=True)
     except Exception:  # Docker gone: nothing of ours can be running there either
         pass
