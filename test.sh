@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install Conjure with its test extras and run the test suite against real components.
-# Arguments are passed to pytest (e.g. ./test.sh tests/test_base_image.py -x).
+# Arguments are passed to pytest (e.g. ./test.sh tests/infra/test_base_image.py -x).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -13,8 +13,8 @@ import pytest
 
 from conjure.infra.config import Settings
 from tests import emulators
+from tests.cli.test_run_e2e import run_id_of
 from tests.conftest import conjure, running_stack, stack_env
-from tests.test_run_e2e import run_id_of
 
 
 def test_upload_mount_cache_and_writes(conjure_stack: Settings, tmp_path: Path) -> None:

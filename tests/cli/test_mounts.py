@@ -50,3 +50,32 @@ def test_parse_mount(text: str, source: str, dest: str) -> None:
 def test_parse_mount_refuses(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse_mount(text, WD)
+
+
+SRC_WD = "/conjure/project/src"
+
+
+@pytest.mark.parametrize(
+    "text, source, dest",
+    [
+        ("runs/12/out:/mnt/data", "runs/12/out", "/mnt/data"),
+        ("runs/435/foo.txt:foo.txt", "runs/435/foo.txt", f"{SRC_WD}/foo.txt"),
+        ("runs/12/out", "runs/12/out", f"{SRC_WD}/out"),
+        ("uploads/audio/css10:audio-data", "uploads/audio/css10", f"{SRC_WD}/audio-data"),
+        ("public/audio/css10", "public/audio/css10", f"{SRC_WD}/css10"),
+        ("runs/7/", "runs/7", f"{SRC_WD}/7"),
+    ],
+)
+def test_parse_mount_workdir_relative(text: str, source: str, dest: str) -> None:
+    m = parse_mount(text, SRC_WD)
+    assert (m.source, m.dest) == (source, dest)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "runs/1/x:", "runs/1/x:a:b", "/etc/passwd", "runs/../x", "runs/x/y", "other/x",
+     "runs/1/x:/", "runs/1/x:/conjure"],
+)  # fmt: skip
+def test_parse_mount_rejects(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_mount(text, SRC_WD)

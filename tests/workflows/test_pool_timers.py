@@ -4,7 +4,7 @@ max_concurrent_runs and max_machines.
 
 The pool workflow is the real one. Its provider activities are a small in-process
 fake cloud (this test is about timers and scheduling; the real providers have their
-own tests). A silent agent is tested on the real stack (tests/test_pool_e2e.py):
+own tests). A silent agent is tested on the real stack (tests/workflows/test_pool_e2e.py):
 the time-skipping server does not skip time while an activity task waits for a
 worker, so a schedule-to-start timeout never fires here.: provisioning a machine starts a Temporal worker on the machine's own
 task queue that answers `machine_ready`, as a real agent would.
@@ -43,7 +43,7 @@ from conjure.workflows.models import (
     TerminateInput,
 )
 from conjure.workflows.pool import PoolWorkflow
-from tests.pool_stub import StubRun, StubRunInput
+from tests.workflows.pool_stub import StubRun, StubRunInput
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
 CPU = MachineType(name="cpu", vcpus=2, memory_gb=4, price_per_hour=0.1)

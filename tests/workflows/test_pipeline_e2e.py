@@ -20,8 +20,8 @@ from conjure.infra.secrets import REDACTED
 from conjure.infra.store import open_store
 from conjure.workflows.models import RunState
 from conjure.workflows.pipeline_models import PipelineState, StepState
+from tests.cli.test_secrets_rerun_code import workflow_history
 from tests.conftest import conjure
-from tests.test_secrets_rerun_code import workflow_history
 
 PIPELINE = """
 name: train-model

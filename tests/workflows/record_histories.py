@@ -1,9 +1,9 @@
-"""Record the histories that tests/test_replay.py replays.
+"""Record the histories that tests/workflows/test_replay.py replays.
 
 Run against a live stack after a deliberate change to a workflow (one that old
 histories need not replay, else use `workflow.patched`):
 
-    CONJURE_HOME=/tmp/rec .venv/bin/python -m tests.record_histories
+    CONJURE_HOME=/tmp/rec .venv/bin/python -m tests.workflows.record_histories
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from conjure.cli.api import AsyncConjure, AsyncRun
 from conjure.infra.config import Settings, get_settings
 from conjure.infra.providers import local
 from conjure.infra.providers.local import MACHINE_LABEL
+from tests.cli.test_run_e2e import git, run_id_of, status
 from tests.conftest import conjure
-from tests.test_run_e2e import git, run_id_of, status
 
 TRAIN = """\
 import signal, sys, time

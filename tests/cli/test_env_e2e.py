@@ -24,8 +24,8 @@ import pytest
 
 from conjure.cli.api import AsyncConjure
 from conjure.infra.config import Settings, get_settings
+from tests.cli.test_run_e2e import run_id_of, status
 from tests.conftest import conjure, free_port
-from tests.test_run_e2e import run_id_of, status
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 

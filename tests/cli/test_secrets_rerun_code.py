@@ -14,8 +14,8 @@ from conjure.infra.logs import LogWriter
 from conjure.infra.secrets import REDACTED, split_env
 from conjure.infra.stack import temporal_binary
 from conjure.infra.store import open_store
+from tests.cli.test_run_e2e import git, run_id_of, status
 from tests.conftest import conjure
-from tests.test_run_e2e import git, run_id_of, status
 
 SECRET = "hunter2-s3cr3t-value"
 
