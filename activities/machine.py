@@ -77,9 +77,14 @@ CONTAINER_META = "/run/conjure"
 # and this shell, which runs it in its own session and passes SIGTERM/SIGINT on to that
 # whole process group, then waits while any process of it is still finishing (a
 # trainer writing its last checkpoint), so `conjure stop` reaches every process of
-# `sh -c "…"` and not just the shell. $1 is the user's command.
+# `sh -c "…"` and not just the shell. $1 is the user's command. The shell running it
+# traps TERM/INT to exit with the status of the command it was waiting for, so a
+# stopped run records the program's own exit code (not the shell's 143) and the next
+# command of a `a; b` line does not start. Images without `python`/`pip` but with
+# `python3` get them from the shims in CONTAINER_META/bin, last on PATH.
 RUN_WRAPPER = r"""
-setsid sh -c "$1" &
+export PATH="${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}:/run/conjure/bin"
+setsid sh -c 'trap "exit \$?" TERM INT; '"$1" &
 child=$!
 trap 'kill -TERM -"$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null' TERM
 trap 'kill -INT -"$child" 2>/dev/null || kill -INT "$child" 2>/dev/null' INT
@@ -88,6 +93,11 @@ while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
 while kill -0 -"$child" 2>/dev/null; do sleep 0.1; done
 exit "$rc"
 """
+# Shims for images whose Python 3 is only `python3` (found after the image's own).
+PYTHON_SHIMS = {
+    "python": '#!/bin/sh\nexec python3 "$@"\n',
+    "pip": '#!/bin/sh\nexec python3 -m pip "$@"\n',
+}
 
 
 def _user_error(message: str, kind: str) -> ApplicationError:
@@ -427,6 +437,11 @@ class MachineActivities:
         shutil.copyfile(Path(__file__).parent.parent / "worker_agent" / "conjure_metrics.py",
                         lib / "conjure_metrics.py")  # fmt: skip
         ensure_file(meta / "metrics.jsonl")
+        shims = meta / "bin"
+        shims.mkdir(exist_ok=True)
+        for shim, text in PYTHON_SHIMS.items():
+            (shims / shim).write_text(text)
+            (shims / shim).chmod(0o755)
         labels = {MACHINE_LABEL: self.machine_id, RUN_LABEL: str(inp.run_id)}
         mounts = [
             Mount(CONTAINER_ROOT, inp.workspace, type="bind"),

@@ -2,7 +2,7 @@
 
 No image registry has to be reachable: the image is a Debian bookworm root
 filesystem made with `debootstrap --variant=minbase` (python3, pip, venv, git,
-ca-certificates, procps), stripped of apt lists, caches and documentation, and
+ca-certificates, procps, and python-is-python3 so `python` is Python 3), stripped of apt lists, caches and documentation, and
 turned into an image with `docker import`. Machines that can reach a registry may
 try `docker pull` first (`pull=True`).
 
@@ -38,7 +38,15 @@ DEFAULT_IMAGE = "conjure/base:bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_CACHE_DIR = pathlib.Path("/var/cache/conjure")
 SUITE = "bookworm"
-PACKAGES = ("python3", "python3-pip", "python3-venv", "git", "ca-certificates", "procps")
+PACKAGES = (
+    "python3",
+    "python-is-python3",  # `python` on PATH, as Spell users' commands expect
+    "python3-pip",  # `pip` and `pip3`
+    "python3-venv",
+    "git",
+    "ca-certificates",
+    "procps",
+)
 LABEL = "org.conjure.base"
 IMAGE_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 HOST_CERT_NAME = "conjure-host.crt"

@@ -119,8 +119,36 @@ def plan_build(
             "COPY conjure/pip.txt /tmp/conjure/pip.txt",
             "RUN python3 -m pip install --no-cache-dir -r /tmp/conjure/pip.txt",
         ]
-    lines += ["RUN rm -rf /tmp/conjure"]
+    # Last, so a conda environment's or the user's own python is the one found first.
+    files["conjure/python_on_path.sh"] = PYTHON_ON_PATH.encode()
+    lines += [
+        "COPY conjure/python_on_path.sh /tmp/conjure/python_on_path.sh",
+        "RUN sh /tmp/conjure/python_on_path.sh /usr/local/bin",
+        "RUN rm -rf /tmp/conjure",
+    ]
     return BuildPlan(dockerfile="\n".join(lines) + "\n", files=files)
+
+
+# Every image Conjure builds has `python` and `pip` (Python 3) on PATH, as Spell users'
+# commands expect: where the image only has `python3` (Debian's), links are added in $1.
+# The run wrapper does the same at run time for images built before this step existed.
+PYTHON_ON_PATH = r"""
+set -e
+dest="${1:-/usr/local/bin}"
+mkdir -p "$dest"
+if ! command -v python3 >/dev/null 2>&1 && ! command -v python >/dev/null 2>&1; then
+  echo "conjure: the image has no Python 3 (python3 or python on PATH)" >&2
+  exit 1
+fi
+if ! command -v python >/dev/null 2>&1; then
+  printf '#!/bin/sh\nexec python3 "$@"\n' > "$dest/python"
+  chmod 755 "$dest/python"
+fi
+if ! command -v pip >/dev/null 2>&1; then
+  printf '#!/bin/sh\nexec python -m pip "$@"\n' > "$dest/pip"
+  chmod 755 "$dest/pip"
+fi
+"""
 
 
 # A helper run inside the build: check the conda channels answer, then fetch micromamba.

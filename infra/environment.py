@@ -41,7 +41,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 # Bump when the build recipe (infra/env_build.py) changes what an image holds.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: every built image has `python` and `pip`
 FRAMEWORKS_FILE = Path(__file__).with_name("frameworks.toml")
 ENV_REPOSITORY = "conjure/env"
 FRAMEWORK_REPOSITORY = "conjure/framework"

@@ -30,7 +30,7 @@ def on_term(*_):
     time.sleep(1)  # a last checkpoint takes a while
     open("final.ckpt", "w").write("final\\n")
     print("wrote the final checkpoint", flush=True)
-    sys.exit(0)
+    sys.exit(3)
 signal.signal(signal.SIGTERM, on_term)
 for i in range(10_000):
     open(f"ckpt-{i}.txt", "w").write(str(i))
@@ -113,6 +113,9 @@ async def test_stop_saves_every_file_and_the_trapped_checkpoint(
     assert "final.ckpt" in files and "ckpt-0.txt" in files and "ckpt-3.txt" in files
     assert "wrote the final checkpoint" in logged(n)
     assert "never" not in logged(n)
+    # The program's own exit code, not the wrapper shell's 143, and no line of the wrapper.
+    assert st.exit_code == 3, st
+    assert not any("Terminated" in line for line in logged(n)), logged(n)
     done = conjure("stop", str(n))
     assert done.code == 1 and f"run {n} is already Stopped" in done.err, done
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 
 import docker
@@ -92,3 +93,31 @@ def test_detect_debian_mirror(tmp_path: pathlib.Path) -> None:
         "Components: main\n"
     )
     assert detect_debian_mirror(tmp_path) == DEFAULT_MIRROR
+
+
+@pytest.mark.base_build
+def test_fresh_base_image_has_python_and_pip(
+    client: docker.DockerClient, tmp_path: pathlib.Path
+) -> None:
+    """A new install's base image, built from scratch under a test-only tag (the shared
+    base image is left alone): `python` and `pip` are Python 3's."""
+    import uuid
+
+    settings = Settings()
+    image = f"conjure-test/base:{uuid.uuid4().hex[:12]}"
+    try:
+        ensure_base_image(
+            client, image, ca_bundle=settings.ca_bundle_path, cache_dir=tmp_path, log=print
+        )
+        out = client.containers.run(
+            image,
+            ["sh", "-c", "python -c 'import sys; print(sys.version_info[0])' && pip --version"],
+            network_mode="host",
+            remove=True,
+        ).decode()
+        lines = out.strip().splitlines()
+        assert lines[0] == "3"
+        assert lines[1].startswith("pip ") and "python 3" in lines[1]
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(image, force=True)
