@@ -176,7 +176,9 @@ class MachineActivities:
         code = inp.code
         repo_root = ws / code.repo_name if code.repo_name else ws
         repo_root.mkdir(parents=True, exist_ok=True)
-        if code.archive_key:
+        if code.git_key and code.commit:
+            checkout(self._cached_code(code.git_key), repo_root, code.commit, code.branch)
+        elif code.archive_key:  # a run submitted before runs were git checkouts
             archive = self._cached_code(code.archive_key)
             with tarfile.open(archive) as tar:
                 tar.extractall(repo_root, filter="data")
@@ -567,6 +569,7 @@ class MachineActivities:
             for rel, sig in _snapshot(host_workdir).items()
             if before.get(rel) != list(sig)
             and not any(rel == e or rel.startswith(e + "/") for e in excluded)
+            and not rel.startswith(".git/")  # the checkout's own repository, not an output
         ]
         total = 0
 
@@ -636,6 +639,38 @@ def _heartbeat_while_running(every: float = 10.0):  # type: ignore[no-untyped-de
     finally:
         done.set()
         t.join(timeout=every + 1)
+
+
+def checkout(pack: Path, repo: Path, commit: str, branch: str | None = None) -> None:
+    """Make `repo` a shallow git repository at `commit` from a pack of that commit and
+    its tree (cli/code.py), with the commit's files checked out; the commit id is the
+    user's, so `git log` inside the run shows it."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+    def git(*args: str, stdin: Path | None = None) -> None:
+        with contextlib.ExitStack() as files:
+            proc = subprocess.run(
+                ["git", *args],
+                cwd=repo,
+                stdin=files.enter_context(open(stdin, "rb")) if stdin else subprocess.DEVNULL,
+                capture_output=True,
+                env=env,
+            )
+        if proc.returncode != 0:
+            msg = proc.stderr.decode(errors="replace").strip()
+            raise _user_error(
+                f"checking out commit {commit} failed: git {args[0]}: {msg}", "BadCode"
+            )
+
+    name = branch or "conjure-run"
+    git("init", "-q", f"--initial-branch={name}")
+    git("index-pack", "--stdin", stdin=pack)
+    (repo / ".git" / "shallow").write_text(commit + "\n")
+    git("update-ref", f"refs/heads/{name}", commit)
+    if not branch:  # detached at the commit, as after `git checkout <sha>`
+        git("update-ref", "--no-deref", "HEAD", commit)
+        git("branch", "-q", "-D", name)
+    git("reset", "-q", "--hard", commit)
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:

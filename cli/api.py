@@ -35,7 +35,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from conjure.cli import resources
-from conjure.cli.code import package_code, package_github
+from conjure.cli.code import package_code, package_github, run_diff
 from conjure.cli.mounts import parse_mount
 from conjure.infra import environment, stack
 from conjure.infra.catalog import UnknownMachineType, load_catalog, lookup
@@ -216,6 +216,11 @@ class AsyncRun:
                     yield line
                 return
             await asyncio.sleep(poll)
+
+    async def diff(self) -> bytes | None:
+        """The uncommitted changes the run was submitted with (a patch `git apply`
+        takes), or None when its code was a clean commit."""
+        return run_diff(self._c.store, (await self.status()).spec.code)
 
     def outputs(self) -> list[Entry]:
         try:

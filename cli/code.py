@@ -1,9 +1,11 @@
 """Packaging the user's code: the committed tree plus uncommitted changes.
 
-The tree of HEAD goes to the store as `code/<sha256>.tar.gz` (`git archive`),
-the uncommitted changes to tracked files as `code/<sha256>.patch` (`git diff
-HEAD --binary`). Both are content-addressed, so an unchanged commit is uploaded
-once.
+The run's commit goes to the store as a git pack of that one commit and its whole
+tree, `code/git/<commit>.pack` (keyed by the commit id, so a commit is uploaded
+once); the machine makes a shallow repository of it, checks it out, and applies the
+uncommitted changes to tracked files, `code/<sha256>.patch` (`git diff HEAD
+--binary`), as changes: inside the run `git log` shows the user's commit and `git
+status`/`git diff` the uncommitted changes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conjure.infra.errors import ConjureError
-from conjure.infra.store import Store
+from conjure.infra.store import Store, StoreError
 from conjure.workflows.models import CodeSpec
 
 
@@ -58,7 +60,12 @@ def package_code(
     if commit_ref:
         return _package_commit(store, root, rel, commit_ref)
     commit = _git(root, "rev-parse", "HEAD").stdout.decode().strip()
-    out = Packaged(CodeSpec(repo_name=root.name, relative_cwd=rel, commit=commit))
+    branch = (
+        _git(root, "symbolic-ref", "-q", "--short", "HEAD", check=False).stdout.decode().strip()
+    )
+    out = Packaged(
+        CodeSpec(repo_name=root.name, relative_cwd=rel, commit=commit, branch=branch or None)
+    )
 
     untracked = [
         line
@@ -82,13 +89,8 @@ def package_code(
             "commit or stash them first"
         )
 
+    _pack(store, root, commit, out)
     with tempfile.TemporaryDirectory(prefix="conjure-code-") as tmp:
-        archive = Path(tmp) / "code.tar.gz"
-        _git(root, "archive", "--format=tar.gz", "-o", str(archive), "HEAD")
-        key, uploaded = store.put_content_addressed(archive, "code", ".tar.gz")
-        out.code.archive_key = key
-        if uploaded:
-            out.uploaded.append(key)
         if patch:
             pfile = Path(tmp) / "changes.patch"
             pfile.write_bytes(patch)
@@ -107,14 +109,34 @@ def _resolve(repo: Path, ref: str, what: str) -> str | None:
     return None
 
 
-def _archive(store: Store, repo: Path, commit: str, out: Packaged) -> None:
+def git_pack_key(commit: str) -> str:
+    return f"code/git/{commit}.pack"
+
+
+def _pack(store: Store, repo: Path, commit: str, out: Packaged) -> None:
+    """Upload a pack of `commit` and every object of its tree (not its history), once."""
+    key = git_pack_key(commit)
+    out.code.git_key = key
+    if store.exists(key):
+        return
+    objects = _git(repo, "rev-list", "--objects", "--max-count=1", commit).stdout
     with tempfile.TemporaryDirectory(prefix="conjure-code-") as tmp:
-        archive = Path(tmp) / "code.tar.gz"
-        _git(repo, "archive", "--format=tar.gz", "-o", str(archive), commit)
-        key, uploaded = store.put_content_addressed(archive, "code", ".tar.gz")
-        out.code.archive_key = key
-        if uploaded:
-            out.uploaded.append(key)
+        pack = Path(tmp) / "code.pack"
+        try:
+            with open(pack, "wb") as fh:
+                proc = subprocess.run(
+                    ["git", "pack-objects", "--stdout", "-q"],
+                    cwd=repo,
+                    input=objects,
+                    stdout=fh,
+                    stderr=subprocess.PIPE,
+                )
+        except FileNotFoundError:
+            raise ConjureError("git is not installed") from None
+        if proc.returncode != 0:
+            raise ConjureError(f"git pack-objects failed: {proc.stderr.decode().strip()}")
+        store.put_file(pack, key)
+    out.uploaded.append(key)
 
 
 def _package_commit(store: Store, root: Path, rel: str, ref: str) -> Packaged:
@@ -123,7 +145,7 @@ def _package_commit(store: Store, root: Path, rel: str, ref: str) -> Packaged:
     if commit is None:
         raise ConjureError(f"--commit-ref {ref}: no such commit in {root}")
     out = Packaged(CodeSpec(repo_name=root.name, relative_cwd=rel, commit=commit, ref=ref))
-    _archive(store, root, commit, out)
+    _pack(store, root, commit, out)
     return out
 
 
@@ -144,8 +166,7 @@ def package_github(store: Store, url: str, ref: str | None = None) -> Packaged:
         except FileNotFoundError:
             raise ConjureError("git is not installed") from None
         if proc.returncode != 0:
-            msg = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise ConjureError(f"--github-url {url}: git clone failed: {msg[-1] if msg else ''}")
+            raise ConjureError(f"--github-url {url}: git clone failed: {clone_error(proc.stderr)}")
         commit = _resolve(repo, ref or "HEAD", "--github-ref")
         if commit is None and ref:
             # A ref not among the cloned branches and tags (e.g. refs/pull/1/head).
@@ -159,5 +180,26 @@ def package_github(store: Store, url: str, ref: str | None = None) -> Packaged:
                 else f"--github-url {url}: the repository has no commit"
             )
         out = Packaged(CodeSpec(commit=commit, github_url=url, ref=ref))
-        _archive(store, repo, commit, out)
+        _pack(store, repo, commit, out)
     return out
+
+
+def clone_error(stderr: bytes) -> str:
+    """git's whole message (every line that says something), not only its last line."""
+    lines = [
+        ln.strip()
+        for ln in stderr.decode(errors="replace").splitlines()
+        if ln.strip() and not ln.startswith("Cloning into")
+    ]
+    return "; ".join(lines) if lines else "no message from git"
+
+
+def run_diff(store: Store, code: CodeSpec) -> bytes | None:
+    """The uncommitted changes a run was submitted with (`git diff HEAD --binary`), or
+    None when it had none."""
+    if not code.patch_key:
+        return None
+    try:
+        return store.read_bytes(code.patch_key)
+    except StoreError:
+        raise ConjureError(f"the run's diff {code.patch_key} is missing from the store") from None

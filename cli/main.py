@@ -399,6 +399,13 @@ async def status(run_id: int, as_json: bool) -> None:
         click.echo(f"  code:         {st.spec.code.github_url}{ref} ({st.spec.code.commit})")
     elif st.spec.code.commit:
         click.echo(f"  code:         commit {st.spec.code.commit}")
+    if st.spec.code.commit:
+        changes = (
+            f"yes (`conjure diff {st.run_id}`, or `conjure cp {st.spec.code.patch_key}`)"
+            if st.spec.code.patch_key
+            else "none"
+        )
+        click.echo(f"  uncommitted:  {changes}")
     for name, value in st.spec.env.items():
         click.echo(f"  env:          {name}={value}")
     if position:
@@ -527,9 +534,10 @@ async def machines_terminate(machine_id: str, force: bool) -> None:
 
 
 register_env_commands(cli, _api)
+from conjure.cli.code_cmds import COMMANDS as _CODE_COMMANDS  # noqa: E402
 from conjure.cli.control import COMMANDS as _CONTROL_COMMANDS  # noqa: E402
 
-for _cmd in _CONTROL_COMMANDS:
+for _cmd in _CONTROL_COMMANDS + _CODE_COMMANDS:
     cli.add_command(_cmd)
 
 

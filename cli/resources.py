@@ -21,6 +21,9 @@ from conjure.infra.secrets import SECRETS_ROOT
 from conjure.infra.store import BadKey, Store, StoreError, clean_key, local_files
 
 RESOURCE_ROOTS = ("runs", "uploads", "public")
+# Readable (conjure cp/ls) but neither mountable nor removable: the runs' code objects,
+# e.g. a run's uncommitted diff (`conjure status N` names its key).
+READ_ONLY_ROOTS = ("code",)
 
 
 @dataclass
@@ -52,7 +55,7 @@ def resource_key(path: str, what: str = "resource") -> str:
         key = clean_key(path.strip().strip("/"))
     except BadKey as e:
         raise UsageError(f"{what}: {e}") from None
-    if key.split("/", 1)[0] not in RESOURCE_ROOTS:
+    if key.split("/", 1)[0] not in RESOURCE_ROOTS + READ_ONLY_ROOTS:
         raise UsageError(
             f"{what} {path!r} must start with one of {', '.join(r + '/' for r in RESOURCE_ROOTS)}"
         )

@@ -57,13 +57,15 @@ class MachineType(BaseModel):
 class CodeSpec(BaseModel):
     """Where the run's code comes from. Keys name objects in the store."""
 
-    archive_key: str | None = None  # code/<sha256>.tar.gz of the committed tree
+    archive_key: str | None = None  # code/<sha256>.tar.gz of the committed tree (older runs)
+    git_key: str | None = None  # code/git/<commit>.pack: the commit and its tree
     patch_key: str | None = None  # code/<sha256>.patch of uncommitted changes
     repo_name: str | None = None  # the container working dir is /conjure/<repo_name>
     relative_cwd: str = ""  # the user's cwd relative to the repository root
     commit: str | None = None
     github_url: str | None = None  # --github-url: the code is that repository's tree
     ref: str | None = None  # --github-ref / --commit-ref as the user gave it
+    branch: str | None = None  # the local branch at submission (the run's checkout's name)
 
 
 class MountSpec(BaseModel):

@@ -1,6 +1,6 @@
 """A former Spell user's habits, end to end through the real `conjure` entry point
 against the real stack (Temporal dev server, control worker, local machine, Docker):
-`python`/`pip` in every image."""
+`python`/`pip` in every image, runs that are git checkouts, the uncommitted diff."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from conjure.infra.config import Settings
-from tests.cli.test_run_e2e import run_id_of, status
+from tests.cli.test_run_e2e import git, run_id_of, status
 from tests.conftest import conjure
 
 PY = "python -c 'import sys; print(sys.version_info[0])' && pip --version"
@@ -33,3 +33,45 @@ def test_python_and_pip_on_the_base_and_built_images(
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert inside == ["/usr/local/bin/python", "/usr/bin/pip"], inside
+
+
+def test_run_is_a_git_checkout_and_its_diff_downloadable(
+    conjure_stack: Settings, tmp_path: Path
+) -> None:
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "train.py").write_text("print('committed')\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "the commit message")
+    head = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=repo, text=True).strip()
+
+    clean = conjure("run", "git log -n 1 --format=%H:%s | cat; git status --porcelain", cwd=repo)
+    assert clean.code == 0, clean
+    assert clean.out == f"{head}:the commit message\n", clean
+    n = run_id_of(clean.err)
+    assert "uncommitted:  none" in conjure("status", str(n)).out
+    none = conjure("diff", str(n))
+    assert none.code == 0 and none.out == "" and "no uncommitted changes" in none.err
+    assert f"code/git/{head}.pack" not in conjure("ls", f"runs/{n}").out  # .git is no output
+
+    (repo / "train.py").write_text("print('uncommitted')\n")
+    dirty = conjure("run", "git status --porcelain; git diff --stat | cat; python train.py",
+                    cwd=repo)  # fmt: skip
+    assert dirty.code == 0, dirty
+    assert dirty.out.splitlines()[0] == " M train.py", dirty
+    assert "train.py | 2 +-" in dirty.out and dirty.out.endswith("uncommitted\n")
+    m = run_id_of(dirty.err)
+    st = status(m)
+    assert st["spec"]["code"]["commit"] == head
+    human = conjure("status", str(m)).out
+    assert f"uncommitted:  yes (`conjure diff {m}`" in human, human
+    d = conjure("diff", str(m))
+    assert d.code == 0 and "-print('committed')\n+print('uncommitted')" in d.out, d
+    key = st["spec"]["code"]["patch_key"]
+    cp = conjure("cp", key, str(tmp_path / "changes.patch"))
+    assert cp.code == 0, cp
+    assert (tmp_path / "changes.patch").read_text() == d.out
+    assert conjure("rm", key).code == 2  # readable, never removable
+    missing = conjure("diff", "999999")
+    assert missing.code == 1 and "does not exist" in missing.err and "Traceback" not in missing.err
