@@ -17,14 +17,16 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import docker
 import docker.errors
 import requests
+from docker.models.containers import Container
 from docker.types import Mount
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
@@ -50,6 +52,7 @@ from conjure.infra.metrics import MetricsPump, Point, ensure_file
 from conjure.infra.providers.local import MACHINE_LABEL
 from conjure.infra.secrets import load_secrets
 from conjure.infra.store import Store, StoreError
+from conjure.workflows.activity_defs import MachineActivityDefs
 from conjure.workflows.models import (
     CleanupInput,
     EnvInput,
@@ -57,6 +60,7 @@ from conjure.workflows.models import (
     ExecuteInput,
     ExecuteResult,
     MachineInfo,
+    MachineReadyInput,
     MountInput,
     MountResult,
     PrepareInput,
@@ -65,7 +69,10 @@ from conjure.workflows.models import (
     PushResult,
     SaveInput,
     SaveResult,
+    SignalContainerInput,
 )
+from conjure.workflows.stop_condition_workflow import StopConditionWorkflow
+from conjure.workflows.stop_conditions import MetricBatch, MetricPoint
 
 CONTAINER_ROOT = "/conjure"
 RUN_LABEL = "org.conjure.run"
@@ -111,7 +118,7 @@ def parse_docker_ts(ts: str) -> int:
     return int(secs) * 1_000_000_000 + int((frac or "0").ljust(9, "0")[:9])
 
 
-class MachineActivities:
+class MachineActivities(MachineActivityDefs):
     def __init__(
         self,
         settings: Settings,
@@ -119,10 +126,10 @@ class MachineActivities:
         store: Store,
         docker_client: docker.DockerClient,
         machine_dir: Path,
-        signal_workflow: Callable[[str, str, object], bool] | None = None,
+        signal_workflow: Callable[[str, Callable[..., Any], object], bool] | None = None,
     ) -> None:
         self.settings = settings
-        # signal_workflow(workflow_id, signal, arg) -> False when that workflow is gone.
+        # signal_workflow(workflow_id, signal method, arg) -> False when that workflow is gone.
         self.signal_workflow = signal_workflow
         self.machine_id = machine_id
         self.store = store
@@ -150,9 +157,11 @@ class MachineActivities:
     # --- readiness ------------------------------------------------------------------
 
     @activity.defn(name="machine_ready")
-    def machine_ready(self, machine_id: str) -> MachineInfo:
-        if machine_id != self.machine_id:
-            raise _user_error(f"this agent is {self.machine_id}, not {machine_id}", "WrongMachine")
+    def machine_ready(self, inp: MachineReadyInput) -> MachineInfo:
+        if inp.machine_id != self.machine_id:
+            raise _user_error(
+                f"this agent is {self.machine_id}, not {inp.machine_id}", "WrongMachine"
+            )
         self.docker.ping()
         images = [
             tag
@@ -327,13 +336,13 @@ class MachineActivities:
         if activity.info().attempt > 1:  # resumed: the store knows better than the last heartbeat
             for stream, t in stored_until(self.store, inp.run_id, "run").items():
                 since[stream] = max(since.get(stream, 0), t)
-        secrets = load_secrets(self.store, inp.secrets_key)
+        secrets = load_secrets(self.store, inp.spec.secrets_key)
         container = self._container(inp, secrets)
         writer = LogWriter(
             self.store,
             inp.run_id,
             "run",
-            RateLimiter(inp.log_lines_per_window, inp.log_window_seconds),
+            RateLimiter(inp.options.log_lines_per_window, inp.options.log_window_seconds),
             redact=list(secrets.values()),
         )
         followers = [
@@ -342,8 +351,8 @@ class MachineActivities:
             )
             for s in ("o", "e")
         ]
-        for t in followers:
-            t.start()
+        for follower in followers:
+            follower.start()
         pump = self._metrics_pump(inp, container, writer).start()
         applied: str | None = None
         try:
@@ -362,8 +371,8 @@ class MachineActivities:
                 if activity.is_cancelled():
                     container.kill()
                     raise CancelledError("the run was cancelled")
-            for t in followers:
-                t.join(timeout=30)
+            for follower in followers:
+                follower.join(timeout=30)
         finally:
             pump.close()
             writer.close()
@@ -379,36 +388,36 @@ class MachineActivities:
         container.remove(force=True)
         return result
 
-    def _metrics_pump(self, inp: ExecuteInput, container, writer: LogWriter) -> MetricsPump:  # type: ignore[no-untyped-def]
+    def _metrics_pump(
+        self, inp: ExecuteInput, container: Container, writer: LogWriter
+    ) -> MetricsPump:
         forward = None
         if inp.metrics_workflow_id and inp.watch_metrics and self.signal_workflow is not None:
             signal = self.signal_workflow
 
             def forward(points: list[Point]) -> bool:
-                from conjure.workflows.stop_conditions import MetricBatch, MetricPoint
-
                 batch = MetricBatch(
                     points=[
                         MetricPoint(name=p.name, value=p.value, index=p.index, step=p.step)
                         for p in points
                     ]
                 )
-                return signal(inp.metrics_workflow_id, "metrics", batch)
+                return signal(inp.metrics_workflow_id, StopConditionWorkflow.metrics, batch)
 
         return MetricsPump(
             store=self.store,
             run_id=inp.run_id,
             path=self.run_dir(inp.run_id) / "meta" / "metrics.jsonl",
             sample=container_sampler(self.docker.api, container.id)
-            if inp.hardware_metrics_seconds > 0
+            if inp.options.hardware_metrics_seconds > 0
             else None,
-            sample_every=inp.hardware_metrics_seconds,
+            sample_every=inp.options.hardware_metrics_seconds,
             forward=forward,
             watch=set(inp.watch_metrics),
             note=writer.note,
         )
 
-    def _apply_halt(self, run_id: int, container, applied: str | None) -> str | None:  # type: ignore[no-untyped-def]
+    def _apply_halt(self, run_id: int, container: Container, applied: str | None) -> str | None:
         """Apply a stop/kill that `signal_container` recorded before the container existed."""
         halt = read_halt(self.run_dir(run_id))
         if halt is None or applied == "kill" or applied == halt[0]:
@@ -418,7 +427,7 @@ class MachineActivities:
         return kind
 
     @staticmethod
-    def _signal(container, kind: str, grace: float) -> None:  # type: ignore[no-untyped-def]
+    def _signal(container: Container, kind: str, grace: float) -> None:
         try:
             if kind == "kill":
                 container.kill()
@@ -427,7 +436,7 @@ class MachineActivities:
         except docker.errors.APIError:
             pass  # it exited meanwhile
 
-    def _container(self, inp: ExecuteInput, secrets: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    def _container(self, inp: ExecuteInput, secrets: dict[str, str] | None = None) -> Container:
         name = self.container_name(inp.run_id)
         try:
             return self.docker.containers.get(name)
@@ -446,7 +455,7 @@ class MachineActivities:
             (shims / shim).chmod(0o755)
         labels = {MACHINE_LABEL: self.machine_id, RUN_LABEL: str(inp.run_id)}
         mounts = [
-            Mount(CONTAINER_ROOT, inp.workspace, type="bind"),
+            Mount(CONTAINER_ROOT, inp.prepared.workspace, type="bind"),
             Mount(CONTAINER_META, str(meta), type="bind"),
         ] + [
             overlay_mount(self.docker, f"{name}-mount-{i}", b, labels)
@@ -459,31 +468,32 @@ class MachineActivities:
             "CONJURE_MACHINE_ID": self.machine_id,
             "PYTHONUNBUFFERED": "1",
             "CONJURE_METRICS_FILE": f"{CONTAINER_META}/metrics.jsonl",
-            **inp.env,
+            **inp.spec.env,
             **(secrets or {}),
         }
         # The helper module is importable in every run, after the user's own path.
         env["PYTHONPATH"] = ":".join(
-            p for p in (inp.env.get("PYTHONPATH", ""), f"{CONTAINER_META}/lib") if p
+            p for p in (inp.spec.env.get("PYTHONPATH", ""), f"{CONTAINER_META}/lib") if p
         )
         kwargs: dict[str, object] = {}
-        if inp.cpus:
-            kwargs["nano_cpus"] = int(min(inp.cpus, self.host_cpus) * 1e9)
-        if inp.memory_gb:
-            kwargs["mem_limit"] = int(min(inp.memory_gb * 2**30, self.host_memory))
+        mtype = inp.spec.machine_type
+        if mtype.vcpus:
+            kwargs["nano_cpus"] = int(min(mtype.vcpus, self.host_cpus) * 1e9)
+        if mtype.memory_gb:
+            kwargs["mem_limit"] = int(min(mtype.memory_gb * 2**30, self.host_memory))
             kwargs["memswap_limit"] = kwargs["mem_limit"]  # the type's RAM, no swap on top
-        if inp.gpus and shutil.which("nvidia-smi"):
+        if mtype.gpus and shutil.which("nvidia-smi"):
             # The NVIDIA container toolkit hands the GPUs in (`docker run --gpus N`).
             kwargs["device_requests"] = [
-                docker.types.DeviceRequest(count=inp.gpus, capabilities=[["gpu"]])
+                docker.types.DeviceRequest(count=mtype.gpus, capabilities=[["gpu"]])
             ]
         try:
             c = self.docker.containers.create(
                 inp.image,
-                ["sh", "-c", RUN_WRAPPER, "conjure-run", inp.command],
+                ["sh", "-c", RUN_WRAPPER, "conjure-run", inp.spec.command],
                 init=True,
                 name=name,
-                working_dir=inp.workdir,
+                working_dir=inp.prepared.workdir,
                 mounts=mounts,
                 environment=env,
                 network_mode="host",
@@ -532,10 +542,10 @@ class MachineActivities:
         writer.add(stream, text.rstrip("\r"), t)
 
     @activity.defn(name="signal_container")
-    def signal_container(self, req: dict) -> None:
-        run_id = int(req["run_id"])
-        kind = "kill" if req["kind"] == "kill" else "stop"
-        grace = float(req.get("grace", 30))
+    def signal_container(self, inp: SignalContainerInput) -> None:
+        run_id = inp.run_id
+        kind = "kill" if inp.kind == "kill" else "stop"
+        grace = inp.grace
         # Recorded first: if the container does not exist yet, execute applies it.
         write_halt(self.run_dir(run_id), kind, grace)
         try:
@@ -598,21 +608,8 @@ class MachineActivities:
         remove_volumes(self.docker, {MACHINE_LABEL: self.machine_id, RUN_LABEL: str(inp.run_id)})
         shutil.rmtree(self.run_dir(inp.run_id), ignore_errors=True)
 
-    def all(self) -> list:
-        return [
-            self.machine_ready,
-            self.prepare_workspace,
-            self.ensure_environment,
-            self.push_environment,
-            self.mount_resources,
-            self.execute,
-            self.signal_container,
-            self.save_outputs,
-            self.cleanup_workspace,
-        ]
 
-
-def _heartbeating(writer: LogWriter):  # type: ignore[no-untyped-def]
+def _heartbeating(writer: LogWriter) -> Callable[[str], None]:
     def log(line: str) -> None:
         writer.note(line)
         with contextlib.suppress(Exception):
@@ -622,7 +619,7 @@ def _heartbeating(writer: LogWriter):  # type: ignore[no-untyped-def]
 
 
 @contextlib.contextmanager
-def _heartbeat_while_running(every: float = 10.0):  # type: ignore[no-untyped-def]
+def _heartbeat_while_running(every: float = 10.0) -> Iterator[None]:
     """Heartbeat from a side thread while a long, possibly quiet step runs."""
     done = threading.Event()
     ctx = contextvars.copy_context()

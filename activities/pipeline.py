@@ -9,10 +9,11 @@ from temporalio.client import Client
 from conjure.infra.config import Settings
 from conjure.infra.counters import allocate
 from conjure.workflows import keys
+from conjure.workflows.activity_defs import PipelineActivityDefs
 from conjure.workflows.models import AllocateInput, AllocateResult
 
 
-class PipelineActivities:
+class PipelineActivities(PipelineActivityDefs):
     def __init__(self, client: Client, settings: Settings) -> None:
         self.client = client
         self.settings = settings
@@ -26,6 +27,3 @@ class PipelineActivities:
             self.settings.control_task_queue,
             inp.request_id,
         )
-
-    def all(self) -> list:
-        return [self.allocate_run_id]

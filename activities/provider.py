@@ -11,6 +11,7 @@ from temporalio.exceptions import ApplicationError
 from conjure.infra.config import Settings
 from conjure.infra.providers import get_provider
 from conjure.infra.providers.base import ProviderError
+from conjure.workflows.activity_defs import ProviderActivityDefs
 from conjure.workflows.models import (
     DescribeMachinesInput,
     DescribeMachinesResult,
@@ -46,7 +47,7 @@ def _summary(rec: Any) -> InstanceSummary:
     )
 
 
-class ProviderActivities:
+class ProviderActivities(ProviderActivityDefs):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
@@ -80,11 +81,3 @@ class ProviderActivities:
             if state in GONE_STATES:
                 gone[m.machine_id] = state
         return DescribeMachinesResult(gone=gone)
-
-    def all(self) -> list:
-        return [
-            self.provision_machine,
-            self.terminate_machine,
-            self.describe_machines,
-            self.list_machines,
-        ]

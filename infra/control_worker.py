@@ -21,7 +21,7 @@ from conjure.workflows.counter import CounterWorkflow
 from conjure.workflows.pipeline import PipelineWorkflow
 from conjure.workflows.pool import PoolWorkflow
 from conjure.workflows.run import RunWorkflow
-from conjure.workflows.stop_conditions import StopConditionWorkflow
+from conjure.workflows.stop_condition_workflow import StopConditionWorkflow
 
 WORKFLOWS = [RunWorkflow, PoolWorkflow, CounterWorkflow, PipelineWorkflow, StopConditionWorkflow]
 

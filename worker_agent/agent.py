@@ -11,8 +11,10 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 import docker
 from temporalio.client import Client
@@ -26,13 +28,15 @@ from conjure.infra.temporal import make_client
 from conjure.workflows.keys import machine_task_queue
 
 
-def workflow_signaller(client: Client, loop: asyncio.AbstractEventLoop):  # type: ignore[no-untyped-def]
-    """signal(workflow_id, name, arg) for the activities' threads; False when the
-    workflow is gone (finished), an exception on a passing fault."""
+def workflow_signaller(
+    client: Client, loop: asyncio.AbstractEventLoop
+) -> Callable[[str, Callable[..., Any], object], bool]:
+    """signal(workflow_id, signal method, arg) for the activities' threads; False when
+    the workflow is gone (finished), an exception on a passing fault."""
 
-    def signal(workflow_id: str, name: str, arg: object) -> bool:
+    def signal(workflow_id: str, method: Callable[..., Any], arg: object) -> bool:
         fut = asyncio.run_coroutine_threadsafe(
-            client.get_workflow_handle(workflow_id).signal(name, arg), loop
+            client.get_workflow_handle(workflow_id).signal(method, arg), loop
         )
         try:
             fut.result(timeout=30)

@@ -1,6 +1,10 @@
 """Search attribute keys and fixed workflow ids: part of the durable contract."""
 
-from temporalio.common import SearchAttributeKey
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+
+from conjure.workflows.models import RunSpec, RunState
 
 RUN_ID = SearchAttributeKey.for_int("ConjureRunId")
 STATE = SearchAttributeKey.for_keyword("ConjureState")
@@ -32,3 +36,16 @@ def run_workflow_id(run_id: int) -> str:
 
 def machine_task_queue(machine_id: str) -> str:
     return f"machine-{machine_id}"
+
+
+def run_search_attributes(run_id: int, spec: RunSpec) -> TypedSearchAttributes:
+    """What a new run workflow starts with, whoever starts it (the client, a pipeline)."""
+    pairs: list[SearchAttributePair] = [
+        SearchAttributePair(RUN_ID, run_id),
+        SearchAttributePair(STATE, RunState.REQUESTED.value),
+        SearchAttributePair(MACHINE_TYPE, spec.machine_type.name),
+        SearchAttributePair(COMMAND, spec.command[:2000]),
+    ]
+    if spec.pipeline_id is not None:
+        pairs.append(SearchAttributePair(PIPELINE_ID, spec.pipeline_id))
+    return TypedSearchAttributes(pairs)

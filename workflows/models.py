@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from conjure.workflows.stop_conditions import StopCondition
 
@@ -330,6 +331,16 @@ class DescribeMachinesResult(BaseModel):
     gone: dict[str, str] = Field(default_factory=dict)  # machine id -> what the provider says
 
 
+class MachineReadyInput(BaseModel):
+    machine_id: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_id(cls, data: Any) -> Any:
+        # Histories written before this model carry the machine id as a bare string.
+        return {"machine_id": data} if isinstance(data, str) else data
+
+
 class MachineInfo(BaseModel):
     machine_id: str
     ready: bool = True
@@ -396,22 +407,43 @@ class MountResult(BaseModel):
 
 
 class ExecuteInput(BaseModel):
+    """The run's command on its machine: the spec and options whole (command, env,
+    secrets, machine type; log and metrics settings), where the steps before put it."""
+
     run_id: int
     image: str
-    command: str
-    workspace: str
-    workdir: str
+    spec: RunSpec
+    options: RunOptions = Field(default_factory=RunOptions)
+    prepared: PrepareResult
     binds: list[Bind] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    cpus: float = 0
-    memory_gb: float = 0
-    log_lines_per_window: int = 1000
-    log_window_seconds: float = 10.0
-    secrets_key: str | None = None
-    hardware_metrics_seconds: float = 10.0
     metrics_workflow_id: str = ""  # where watched metrics are signalled (stop conditions)
     watch_metrics: list[str] = Field(default_factory=list)
-    gpus: int = 0  # the machine type's GPUs, handed to the container where the host has them
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, data: Any) -> Any:
+        """Histories written before this shape carry the spec's and options' fields flat."""
+        if not isinstance(data, dict) or "spec" in data or "command" not in data:
+            return data
+        d = dict(data)
+        spec = {
+            "command": d.pop("command"),
+            "env": d.pop("env", {}),
+            "secrets_key": d.pop("secrets_key", None),
+            "machine_type": {
+                "name": "",
+                "vcpus": d.pop("cpus", 0),
+                "memory_gb": d.pop("memory_gb", 0),
+                "gpus": d.pop("gpus", 0),
+            },
+        }
+        options = {
+            k: d.pop(k)
+            for k in ("log_lines_per_window", "log_window_seconds", "hardware_metrics_seconds")
+            if k in d
+        }
+        prepared = {"workspace": d.pop("workspace"), "workdir": d.pop("workdir")}
+        return {**d, "spec": spec, "options": options, "prepared": prepared}
 
 
 class ExecuteResult(BaseModel):
@@ -434,3 +466,11 @@ class SaveResult(BaseModel):
 
 class CleanupInput(BaseModel):
     run_id: int
+
+
+class SignalContainerInput(BaseModel):
+    """Stop (SIGTERM, then SIGKILL after `grace` seconds) or kill the run's container."""
+
+    run_id: int
+    kind: str = "stop"  # stop | kill
+    grace: float = 30.0

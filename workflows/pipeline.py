@@ -14,14 +14,14 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from conjure.workflows import keys
+    from conjure.workflows.activity_defs import PipelineActivityDefs
     from conjure.workflows.models import (
         AllocateInput,
-        AllocateResult,
         MountSpec,
         RunInput,
         RunState,
@@ -43,20 +43,20 @@ class PipelineWorkflow:
     @workflow.init
     def __init__(self, inp: PipelineInput) -> None:
         self.inp = inp
-        self.status = PipelineStatus(
+        self.pipeline_status = PipelineStatus(
             pipeline_id=inp.pipeline_id,
             name=inp.name,
             resumed_from=inp.resumed_from,
             created=workflow.now(),
             steps=[StepStatus(name=s.name, depends_on=list(s.depends_on)) for s in inp.steps],
         )
-        self.steps = {s.name: s for s in self.status.steps}
+        self.steps = {s.name: s for s in self.pipeline_status.steps}
         self.children: dict[str, workflow.ChildWorkflowHandle] = {}
         self.stop_requested = False
 
     @workflow.query
     def status(self) -> PipelineStatus:
-        return self.status
+        return self.pipeline_status
 
     @workflow.query
     def definition(self) -> PipelineInput:
@@ -82,18 +82,20 @@ class PipelineWorkflow:
             *(self._run_step(step) for step in inp.steps if not self.steps[step.name].reused)
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
-        states = [s.state for s in self.status.steps]
+        states = [s.state for s in self.pipeline_status.steps]
         if all(s == StepState.COMPLETE for s in states):
-            self.status.state = PipelineState.COMPLETE
+            self.pipeline_status.state = PipelineState.COMPLETE
         elif self.stop_requested:
-            self.status.state = PipelineState.STOPPED
-            self.status.reason = "stopped"
+            self.pipeline_status.state = PipelineState.STOPPED
+            self.pipeline_status.reason = "stopped"
         else:
-            self.status.state = PipelineState.FAILED
-            bad = [s.name for s in self.status.steps if s.state == StepState.FAILED]
-            self.status.reason = f"step(s) failed: {', '.join(bad)}" if bad else "not complete"
-        self.status.ended = workflow.now()
-        return self.status
+            self.pipeline_status.state = PipelineState.FAILED
+            bad = [s.name for s in self.pipeline_status.steps if s.state == StepState.FAILED]
+            self.pipeline_status.reason = (
+                f"step(s) failed: {', '.join(bad)}" if bad else "not complete"
+            )
+        self.pipeline_status.ended = workflow.now()
+        return self.pipeline_status
 
     async def _run_step(self, step: PipelineStep) -> None:
         st = self.steps[step.name]
@@ -112,10 +114,9 @@ class PipelineWorkflow:
             st.reason = f"step {bad[0]} is {self.steps[bad[0]].state.value}"
             return
         info = workflow.info()
-        alloc = await workflow.execute_activity(
-            "allocate_run_id",
+        alloc = await workflow.execute_activity_method(
+            PipelineActivityDefs.allocate_run_id,
             AllocateInput(request_id=f"{info.workflow_id}/{info.run_id}/{step.name}"),
-            result_type=AllocateResult,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
         )
@@ -147,15 +148,7 @@ class PipelineWorkflow:
                 ),
                 id=keys.run_workflow_id(run_id),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(keys.RUN_ID, run_id),
-                        SearchAttributePair(keys.STATE, RunState.REQUESTED.value),
-                        SearchAttributePair(keys.MACHINE_TYPE, spec.machine_type.name),
-                        SearchAttributePair(keys.COMMAND, spec.command[:2000]),
-                        SearchAttributePair(keys.PIPELINE_ID, self.inp.pipeline_id),
-                    ]
-                ),
+                search_attributes=keys.run_search_attributes(run_id, spec),
             )
             self.children[step.name] = child
             if self.stop_requested:

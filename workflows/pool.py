@@ -16,22 +16,24 @@ of the running pool; the `terminate_machine` update ends one machine.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from conjure.workflows.activity_defs import MachineActivityDefs, ProviderActivityDefs
     from conjure.workflows.keys import machine_task_queue
     from conjure.workflows.models import (
         CancelLeaseRequest,
         DescribeMachinesInput,
-        DescribeMachinesResult,
         Lease,
         LeaseRequest,
         Machine,
-        MachineInfo,
+        MachineReadyInput,
         MachineState,
         PoolConfig,
         PoolConfigure,
@@ -44,7 +46,10 @@ with workflow.unsafe.imports_passed_through():
         TerminateMachineRequest,
         TerminateMachineResult,
     )
+    from conjure.workflows.run_inbox import RunInbox
 from conjure.workflows.pool_reconcile import ReconcilerMixin
+
+A = TypeVar("A")
 
 PROVIDER_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
 
@@ -244,16 +249,15 @@ class PoolWorkflow(ReconcilerMixin):
     async def _provision(self, m: Machine, req: LeaseRequest) -> None:
         self._in_flight += 1
         try:
-            await workflow.execute_activity(
-                "provision_machine",
+            await workflow.execute_activity_method(
+                ProviderActivityDefs.provision_machine,
                 ProvisionInput(machine_id=m.id, machine_type=req.machine_type, provider=m.provider),
                 start_to_close_timeout=timedelta(minutes=15),
                 retry_policy=PROVIDER_RETRY,
             )
-            info = await workflow.execute_activity(
-                "machine_ready",
-                m.id,
-                result_type=MachineInfo,
+            info = await workflow.execute_activity_method(
+                MachineActivityDefs.machine_ready,
+                MachineReadyInput(machine_id=m.id),
                 task_queue=m.task_queue,
                 schedule_to_start_timeout=timedelta(
                     seconds=self.config.machine_ready_timeout_seconds
@@ -275,7 +279,9 @@ class PoolWorkflow(ReconcilerMixin):
             reason = str(e.cause or e)
             m.run_workflow_id = None
             self._start_terminate(m)
-            await self._signal_run(req.run_workflow_id, "lease_failed", f"no machine: {reason}")
+            await self._signal_run(
+                req.run_workflow_id, RunInbox.lease_failed, f"no machine: {reason}"
+            )
         finally:
             self._in_flight -= 1
             self._wake = True
@@ -299,10 +305,10 @@ class PoolWorkflow(ReconcilerMixin):
             provider=m.provider,
             reused=reused,
         )
-        if not await self._signal_run(req.run_workflow_id, "lease_granted", lease):
+        if not await self._signal_run(req.run_workflow_id, RunInbox.lease_granted, lease):
             self._make_idle(m)
 
-    async def _signal_run(self, workflow_id: str, signal: str, arg: object) -> bool:
+    async def _signal_run(self, workflow_id: str, signal: Callable[[Any, A], None], arg: A) -> bool:
         try:
             await workflow.get_external_workflow_handle(workflow_id).signal(signal, arg)
             return True
@@ -352,14 +358,13 @@ class PoolWorkflow(ReconcilerMixin):
             if not machines:
                 continue
             try:
-                found = await workflow.execute_activity(
-                    "describe_machines",
+                found = await workflow.execute_activity_method(
+                    ProviderActivityDefs.describe_machines,
                     DescribeMachinesInput(
                         machines=[
                             TerminateInput(machine_id=m.id, provider=m.provider) for m in machines
                         ]
                     ),
-                    result_type=DescribeMachinesResult,
                     start_to_close_timeout=timedelta(minutes=2),
                     retry_policy=RetryPolicy(maximum_attempts=2),
                 )
@@ -372,13 +377,13 @@ class PoolWorkflow(ReconcilerMixin):
                 if m.run_workflow_id:
                     await self._signal_run(
                         m.run_workflow_id,
-                        "machine_lost",
+                        RunInbox.machine_lost,
                         f"the provider reports machine {m.id} {state}",
                     )
                 self._start_terminate(m)
             self._wake = True  # lets the main loop consider continue-as-new
 
-    def _checkable(self):  # type: ignore[no-untyped-def]
+    def _checkable(self) -> Iterator[Machine]:
         return (
             m for m in self.state.machines.values()
             if m.state in (MachineState.BUSY, MachineState.IDLE)
@@ -396,8 +401,8 @@ class PoolWorkflow(ReconcilerMixin):
     async def _terminate(self, m: Machine) -> None:
         self._in_flight += 1
         try:
-            await workflow.execute_activity(
-                "terminate_machine",
+            await workflow.execute_activity_method(
+                ProviderActivityDefs.terminate_machine,
                 TerminateInput(machine_id=m.id, provider=m.provider),
                 start_to_close_timeout=timedelta(minutes=10),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),

@@ -23,11 +23,12 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from conjure.workflows.activity_defs import MachineActivityDefs, ProviderActivityDefs
     from conjure.workflows.models import (
         ListMachinesInput,
         ListMachinesResult,
         Machine,
-        MachineInfo,
+        MachineReadyInput,
         MachineState,
         TerminateInput,
     )
@@ -76,10 +77,9 @@ class ReconcilerMixin:
         self._in_flight += 1
         try:
             try:
-                listed: ListMachinesResult | None = await workflow.execute_activity(
-                    "list_machines",
+                listed: ListMachinesResult | None = await workflow.execute_activity_method(
+                    ProviderActivityDefs.list_machines,
                     ListMachinesInput(provider=self.config.provider),
-                    result_type=ListMachinesResult,
                     start_to_close_timeout=timedelta(minutes=2),
                     retry_policy=RetryPolicy(maximum_attempts=3),
                 )
@@ -106,15 +106,15 @@ class ReconcilerMixin:
         for m in list(known.values()):
             if m.state != MachineState.IDLE or m.provider != self.config.provider:
                 continue
-            inst = seen.get(m.id)
-            if inst is None or inst.state in GONE:
+            found = seen.get(m.id)
+            if found is None or found.state in GONE:
                 self._start_terminate(m, "its instance is gone")
 
     async def _terminate_orphan(self, machine_id: str) -> None:
         self._in_flight += 1
         try:
-            await workflow.execute_activity(
-                "terminate_machine",
+            await workflow.execute_activity_method(
+                ProviderActivityDefs.terminate_machine,
                 TerminateInput(machine_id=machine_id, provider=self.config.provider),
                 start_to_close_timeout=timedelta(minutes=10),
                 retry_policy=RetryPolicy(maximum_attempts=5),
@@ -126,10 +126,9 @@ class ReconcilerMixin:
 
     async def _check_agent(self, m: Machine) -> None:
         try:
-            info = await workflow.execute_activity(
-                "machine_ready",
-                m.id,
-                result_type=MachineInfo,
+            info = await workflow.execute_activity_method(
+                MachineActivityDefs.machine_ready,
+                MachineReadyInput(machine_id=m.id),
                 task_queue=m.task_queue,
                 schedule_to_start_timeout=timedelta(seconds=self.config.agent_timeout_seconds),
                 start_to_close_timeout=timedelta(seconds=60),

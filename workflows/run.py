@@ -8,7 +8,9 @@ pass through this workflow: the agent writes them to the object store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -16,11 +18,11 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError,
 
 with workflow.unsafe.imports_passed_through():
     from conjure.workflows import cost, keys
+    from conjure.workflows.activity_defs import MachineActivityDefs as Machine
     from conjure.workflows.models import (
         CancelLeaseRequest,
         CleanupInput,
         EnvInput,
-        EnvResult,
         ExecuteInput,
         ExecuteResult,
         Lease,
@@ -36,16 +38,21 @@ with workflow.unsafe.imports_passed_through():
         RunState,
         RunStatus,
         SaveInput,
-        SaveResult,
+        SignalContainerInput,
         StateChange,
     )
+    from conjure.workflows.pool import PoolWorkflow
+    from conjure.workflows.run_inbox import RunInbox
+    from conjure.workflows.stop_condition_workflow import StopConditionWorkflow
     from conjure.workflows.stop_conditions import (
         StopConditionInput,
-        StopConditionWorkflow,
         StopRequest,
         child_workflow_id,
         watched_names,
     )
+
+I = TypeVar("I")  # noqa: E741
+R = TypeVar("R")
 
 STEP_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
 # How long a leased machine may take to pick up its first task before it is judged dead.
@@ -65,59 +72,28 @@ class _Halted(Exception):
 
 
 @workflow.defn
-class RunWorkflow:
+class RunWorkflow(RunInbox):
+    """Signals `lease_granted`, `lease_failed`, `machine_lost`, `stop`, `kill`: RunInbox."""
+
     @workflow.init
     def __init__(self, inp: RunInput) -> None:
+        super().__init__()
         self.inp = inp
-        self.status = RunStatus(
+        self.run_status = RunStatus(
             run_id=inp.run_id,
             state=RunState.REQUESTED,
             spec=inp.spec,
             timeline=[StateChange(state=RunState.REQUESTED, at=workflow.now())],
         )
-        self.lease: Lease | None = None
-        self.lease_error: str | None = None
-        self.stop_requested = False
-        self.kill_requested = False
         self._push: workflow.ActivityHandle[PushResult] | None = None
-        self.stop_request: StopRequest | None = None
-        self.kill_request: StopRequest | None = None
         self.halt_acted = False  # a stop/kill reached the run before its command ended
-        self.lost: str | None = None  # the machine is gone, says the provider
-        self.status.stop_conditions = [c.describe() for c in inp.stop_conditions]
+        self.run_status.stop_conditions = [c.describe() for c in inp.stop_conditions]
 
     # --- messages -------------------------------------------------------------------
 
     @workflow.query
     def status(self) -> RunStatus:
-        return self.status
-
-    @workflow.signal
-    def lease_granted(self, lease: Lease) -> None:
-        if self.lease is None:
-            self.lease = lease
-
-    @workflow.signal
-    def lease_failed(self, reason: str) -> None:
-        self.lease_error = reason
-
-    @workflow.signal
-    def stop(self, req: StopRequest | None = None) -> None:
-        if not self.stop_requested:  # a repeated stop is a no-op
-            self.stop_requested = True
-            self.stop_request = req or StopRequest(source="cli")
-
-    @workflow.signal
-    def machine_lost(self, reason: str) -> None:
-        """From the pool: the provider reports the leased machine gone (reclaimed)."""
-        if self.lost is None:
-            self.lost = reason
-
-    @workflow.signal
-    def kill(self, req: StopRequest | None = None) -> None:
-        if not self.kill_requested:
-            self.kill_requested = True
-            self.kill_request = req or StopRequest(source="cli")
+        return self.run_status
 
     # --- the run --------------------------------------------------------------------
 
@@ -142,7 +118,7 @@ class RunWorkflow:
     async def _run(self, inp: RunInput) -> RunStatus:
         pool = workflow.get_external_workflow_handle(inp.pool_workflow_id)
         await pool.signal(
-            "request_lease",
+            PoolWorkflow.request_lease,
             LeaseRequest(
                 run_workflow_id=workflow.info().workflow_id,
                 run_id=inp.run_id,
@@ -160,7 +136,8 @@ class RunWorkflow:
         )
         if self.lease is None:
             await pool.signal(
-                "cancel_lease", CancelLeaseRequest(run_workflow_id=workflow.info().workflow_id)
+                PoolWorkflow.cancel_lease,
+                CancelLeaseRequest(run_workflow_id=workflow.info().workflow_id),
             )
             if self.lease_error is not None:
                 return self._finish(RunState.FAILED, self.lease_error)
@@ -169,8 +146,8 @@ class RunWorkflow:
             return self._finish(final, "withdrawn before a machine was assigned")
 
         lease = self.lease
-        self.status.machine_id = lease.machine_id
-        self.status.reused_machine = lease.reused
+        self.run_status.machine_id = lease.machine_id
+        self.run_status.reused_machine = lease.reused
         self._cost_mark(leased=True)
         healthy = True
         try:
@@ -180,12 +157,12 @@ class RunWorkflow:
             final, reason = RunState.INTERRUPTED, str(e)
         finally:
             await pool.signal(
-                "release",
+                PoolWorkflow.release,
                 ReleaseRequest(
                     machine_id=lease.machine_id,
                     run_workflow_id=workflow.info().workflow_id,
                     healthy=healthy,
-                    image=self.status.image,
+                    image=self.run_status.image,
                 ),
             )
             self._cost_mark(leased=False)
@@ -195,13 +172,17 @@ class RunWorkflow:
         """Time on the machine, its cost, and the memo `conjure ls` reads them from."""
         now = workflow.now()
         if leased:
-            self.status.leased_at = now
+            self.run_status.leased_at = now
         else:
-            self.status.released_at = now
+            self.run_status.released_at = now
         price = self.inp.spec.machine_type.price_per_hour
-        self.status.cost = cost.cost(price, self.status.leased_at, self.status.released_at)
+        self.run_status.cost = cost.cost(
+            price, self.run_status.leased_at, self.run_status.released_at
+        )
         if workflow.patched("run-cost-memo"):
-            workflow.upsert_memo(cost.memo(price, self.status.leased_at, self.status.released_at))
+            workflow.upsert_memo(
+                cost.memo(price, self.run_status.leased_at, self.run_status.released_at)
+            )
 
     async def _on_machine(self, lease: Lease) -> tuple[RunState, str]:
         spec = self.inp.spec
@@ -211,9 +192,8 @@ class RunWorkflow:
             self._set_state(RunState.BUILDING)
             try:
                 prepared = await self._step(
-                    "prepare_workspace",
+                    Machine.prepare_workspace,
                     PrepareInput(run_id=run_id, code=spec.code, mounts=spec.mounts),
-                    PrepareResult,
                     first=True,
                     haltable=True,
                 )
@@ -221,22 +201,21 @@ class RunWorkflow:
                 return await self._halt_before_running(None)
             try:
                 env = await self._step(
-                    "ensure_environment",
+                    Machine.ensure_environment,
                     EnvInput(
                         run_id=run_id,
                         base_image=opts.base_image,
                         spec=spec.environment,
                         registry=opts.registry,
                     ),
-                    EnvResult,
                     timeout=timedelta(hours=2),
                     haltable=True,
                 )
             except _Halted:
                 return await self._halt_before_running(prepared)
-            self.status.image = env.image
-            self.status.image_cached = env.cached
-            self.status.image_source = env.source
+            self.run_status.image = env.image
+            self.run_status.image_cached = env.cached
+            self.run_status.image_source = env.source
             if env.push:  # started now, awaited in Pushing
                 self._push = self._start_push(env.image)
             if self._halted():
@@ -247,15 +226,14 @@ class RunWorkflow:
             if spec.mounts:
                 try:
                     mounted = await self._step(
-                        "mount_resources",
+                        Machine.mount_resources,
                         MountInput(run_id=run_id, mounts=spec.mounts),
-                        MountResult,
                         timeout=timedelta(hours=6),
                         haltable=True,
                     )
                 except _Halted:
                     return await self._halt_before_running(prepared)
-            self.status.mounts_cached = mounted.cached
+            self.run_status.mounts_cached = mounted.cached
             if self._halted():
                 return await self._halt_before_running(prepared)
 
@@ -264,25 +242,17 @@ class RunWorkflow:
                 ExecuteInput(
                     run_id=run_id,
                     image=env.image,
-                    command=spec.command,
-                    workspace=prepared.workspace,
-                    workdir=prepared.workdir,
+                    spec=spec,
+                    options=opts,
+                    prepared=prepared,
                     binds=mounted.binds,
-                    env=spec.env,
-                    cpus=spec.machine_type.vcpus,
-                    memory_gb=spec.machine_type.memory_gb,
-                    gpus=spec.machine_type.gpus,
-                    log_lines_per_window=opts.log_lines_per_window,
-                    log_window_seconds=opts.log_window_seconds,
-                    secrets_key=spec.secrets_key,
-                    hardware_metrics_seconds=opts.hardware_metrics_seconds,
                     metrics_workflow_id=child_workflow_id(run_id)
                     if self.inp.stop_conditions
                     else "",
                     watch_metrics=watched_names(self.inp.stop_conditions),
                 )
             )
-            self.status.exit_code = result.exit_code
+            self.run_status.exit_code = result.exit_code
             if self.kill_requested and self.halt_acted:
                 await self._cleanup(run_id)
                 return RunState.KILLED, self._note_halt(killed=True)
@@ -299,26 +269,24 @@ class RunWorkflow:
         except ActivityError as e:
             if _is_machine_gone(e):
                 raise _Interrupted(f"the machine stopped answering: {_cause(e)}") from None
-            self.status.log_tail = _log_tail(e)
-            return RunState.FAILED, f"{self.status.state.value} failed: {_cause(e)}"
+            self.run_status.log_tail = _log_tail(e)
+            return RunState.FAILED, f"{self.run_status.state.value} failed: {_cause(e)}"
 
     async def _step(
         self,
-        name: str,
-        arg: object,
-        result_type: type | None,
+        activity: Callable[[Any, I], R],
+        arg: I,
         *,
         first: bool = False,
         timeout: timedelta = timedelta(minutes=30),
         haltable: bool = False,
-    ):  # type: ignore[no-untyped-def]
+    ) -> R:
         """Run a machine-local step. A haltable step is abandoned (and cancelled) as
         soon as a stop or kill arrives: raises _Halted."""
         assert self.lease is not None
-        handle = workflow.start_activity(
-            name,
+        handle = workflow.start_activity_method(
+            activity,
             arg,
-            result_type=result_type,
             task_queue=self.lease.task_queue,
             schedule_to_start_timeout=PICKUP_TIMEOUT,
             start_to_close_timeout=timeout,
@@ -339,10 +307,9 @@ class RunWorkflow:
     async def _execute(self, inp: ExecuteInput) -> ExecuteResult:
         assert self.lease is not None
         heartbeat = timedelta(seconds=self.inp.options.execute_heartbeat_seconds)
-        handle = workflow.start_activity(
-            "execute",
+        handle = workflow.start_activity_method(
+            Machine.execute,
             inp,
-            result_type=ExecuteResult,
             task_queue=self.lease.task_queue,
             # A retry (agent restarted) must be picked up within 3/4 of the heartbeat
             # timeout, or the machine is judged gone: a dead agent makes the run
@@ -374,9 +341,9 @@ class RunWorkflow:
             if kind == "stop" and self.stop_request and self.stop_request.grace_seconds is not None:
                 grace = self.stop_request.grace_seconds
             # Not awaited: a kill must not wait for a stop's grace period to run out.
-            workflow.start_activity(
-                "signal_container",
-                {"run_id": inp.run_id, "kind": kind, "grace": grace},
+            workflow.start_activity_method(
+                Machine.signal_container,
+                SignalContainerInput(run_id=inp.run_id, kind=kind, grace=grace),
                 task_queue=self.lease.task_queue,
                 schedule_to_start_timeout=PICKUP_TIMEOUT,
                 start_to_close_timeout=timedelta(seconds=grace + 60),
@@ -386,24 +353,22 @@ class RunWorkflow:
     async def _save(self, prepared: PrepareResult) -> None:
         self._set_state(RunState.SAVING)
         saved = await self._step(
-            "save_outputs",
+            Machine.save_outputs,
             SaveInput(
                 run_id=self.inp.run_id,
                 workdir=prepared.workdir,
                 exclude=[m.dest for m in self.inp.spec.mounts],
             ),
-            SaveResult,
             timeout=timedelta(hours=6),
         )
-        self.status.outputs = saved.files
-        self.status.output_bytes = saved.bytes
+        self.run_status.outputs = saved.files
+        self.run_status.output_bytes = saved.bytes
 
     def _start_push(self, image: str) -> workflow.ActivityHandle[PushResult]:
         assert self.lease is not None
-        return workflow.start_activity(
-            "push_environment",
+        return workflow.start_activity_method(
+            Machine.push_environment,
             PushInput(run_id=self.inp.run_id, image=image),
-            result_type=PushResult,
             task_queue=self.lease.task_queue,
             schedule_to_start_timeout=PICKUP_TIMEOUT,
             start_to_close_timeout=timedelta(hours=1),
@@ -416,13 +381,13 @@ class RunWorkflow:
             return
         try:
             pushed = await self._push
-            self.status.image_pushed = pushed.pushed
+            self.run_status.image_pushed = pushed.pushed
         except ActivityError:
-            self.status.image_pushed = False
+            self.run_status.image_pushed = False
 
     async def _halt_before_running(self, prepared: PrepareResult | None) -> tuple[RunState, str]:
         self.halt_acted = True
-        where = self.status.state.value
+        where = self.run_status.state.value
         await self._cleanup(self.inp.run_id)
         if self.kill_requested:
             return RunState.KILLED, f"{self._note_halt(killed=True)} in {where}"
@@ -432,14 +397,14 @@ class RunWorkflow:
         """Who stopped or killed the run, kept in the status; returns the final reason."""
         if self.kill_requested if killed is None else killed:
             req = self.kill_request or StopRequest(source="cli")
-            self.status.stopped_by = req.reason or "`conjure kill`"
+            self.run_status.stopped_by = req.reason or "`conjure kill`"
             return req.reason or "killed by `conjure kill`"
         req = self.stop_request or StopRequest(source="cli")
-        self.status.stopped_by = req.reason or "`conjure stop`"
+        self.run_status.stopped_by = req.reason or "`conjure stop`"
         return req.reason or "stopped by `conjure stop`"
 
     async def _cleanup(self, run_id: int) -> None:
-        await self._step("cleanup_workspace", CleanupInput(run_id=run_id), None)
+        await self._step(Machine.cleanup_workspace, CleanupInput(run_id=run_id))
 
     # --- state ----------------------------------------------------------------------
 
@@ -447,14 +412,14 @@ class RunWorkflow:
         return self.stop_requested or self.kill_requested
 
     def _set_state(self, state: RunState, detail: str = "") -> None:
-        self.status.state = state
-        self.status.timeline.append(StateChange(state=state, at=workflow.now(), detail=detail))
+        self.run_status.state = state
+        self.run_status.timeline.append(StateChange(state=state, at=workflow.now(), detail=detail))
         workflow.upsert_search_attributes([keys.STATE.value_set(state.value)])
 
     def _finish(self, state: RunState, reason: str) -> RunStatus:
-        self.status.reason = reason
+        self.run_status.reason = reason
         self._set_state(state, reason)
-        return self.status
+        return self.run_status
 
     @staticmethod
     def _explain_exit(result: ExecuteResult) -> str:

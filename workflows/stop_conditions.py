@@ -8,9 +8,9 @@ per metric name, 1-based, in the order the run logged them; the agent numbers
 them (`MetricPoint.index`), so a batch sent twice (an agent restart) counts once.
 
 Parsing and evaluation are pure functions, shared by the CLI, the workflow and
-the tests. The workflow receives batches of points as signals (never the whole
-metric stream: only the names some condition refers to) and, when a condition
-fires, signals its parent run `stop` with the reason.
+the tests. The workflow (workflows/stop_condition_workflow.py) receives batches of
+points as signals (never the whole metric stream: only the names some condition
+refers to) and, when a condition fires, signals its parent run `stop` with the reason.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import re
 from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, Field
-from temporalio import workflow
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -150,49 +149,3 @@ def watched_names(conditions: list[StopCondition]) -> list[str]:
 
 def child_workflow_id(run_id: int) -> str:
     return f"run-{run_id}-stop-conditions"
-
-
-@workflow.defn
-class StopConditionWorkflow:
-    """Child of a run: evaluates its stop conditions over batched metric signals."""
-
-    @workflow.init
-    def __init__(self, inp: StopConditionInput) -> None:
-        self.conditions = inp.conditions
-        self.state = inp.state or StopConditionState()
-        self.closed = False
-
-    @workflow.signal
-    def metrics(self, batch: MetricBatch) -> None:
-        evaluate(self.conditions, self.state, batch.points)
-
-    @workflow.signal
-    def close(self) -> None:
-        self.closed = True
-
-    @workflow.query
-    def view(self) -> StopConditionState:
-        return self.state
-
-    @workflow.run
-    async def run(self, inp: StopConditionInput) -> StopConditionResult:
-        await workflow.wait_condition(
-            lambda: (
-                self.state.hit is not None
-                or self.closed
-                or workflow.info().is_continue_as_new_suggested()
-            )
-        )
-        if self.state.hit is None and not self.closed:
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(
-                StopConditionInput(run_id=inp.run_id, conditions=self.conditions, state=self.state)
-            )
-        if self.state.hit is not None:
-            parent = workflow.info().parent
-            if parent is not None:
-                await workflow.get_external_workflow_handle(parent.workflow_id).signal(
-                    "stop",
-                    StopRequest(reason=self.state.hit.reason(), source="stop-condition"),
-                )
-        return StopConditionResult(hit=self.state.hit, points=self.state.points)

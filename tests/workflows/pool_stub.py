@@ -10,6 +10,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from conjure.workflows.models import Lease, LeaseRequest, MachineType, ReleaseRequest
+    from conjure.workflows.pool import PoolWorkflow
 
 
 class StubRunInput(BaseModel):
@@ -48,7 +49,7 @@ class StubRun:
         pool = workflow.get_external_workflow_handle(inp.pool_id)
         me = workflow.info().workflow_id
         await pool.signal(
-            "request_lease",
+            PoolWorkflow.request_lease,
             LeaseRequest(
                 run_workflow_id=me,
                 run_id=inp.run_id,
@@ -61,7 +62,7 @@ class StubRun:
             return f"failed: {self.failed}"
         await workflow.wait_condition(lambda: self.done)
         await pool.signal(
-            "release",
+            PoolWorkflow.release,
             ReleaseRequest(machine_id=self.lease.machine_id, run_workflow_id=me, image=inp.image),
         )
         return self.lease.machine_id

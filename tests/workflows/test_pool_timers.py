@@ -32,6 +32,7 @@ from conjure.workflows.models import (
     ListMachinesInput,
     ListMachinesResult,
     MachineInfo,
+    MachineReadyInput,
     MachineState,
     MachineType,
     PoolConfig,
@@ -73,8 +74,8 @@ class FakeCloud:
         )
 
     @activity.defn(name="machine_ready")
-    async def machine_ready(self, machine_id: str) -> MachineInfo:
-        return MachineInfo(machine_id=machine_id)
+    async def machine_ready(self, inp: MachineReadyInput) -> MachineInfo:
+        return MachineInfo(machine_id=inp.machine_id)
 
     @activity.defn(name="terminate_machine")
     async def terminate_machine(self, inp: TerminateInput) -> None:
