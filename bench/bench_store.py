@@ -26,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import Row
+
 from conjure.infra.store import Store
 from tests import emulators
 
@@ -64,6 +66,62 @@ def files_of(root: Path) -> list[Path]:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_local(work: Path, count: int, size: int, repeats: int, workers: int = 16) -> list[Row]:
+    """10,000 small files up to and down from the local store, against `cp -r`, in pairs."""
+    src = work / "small-local"
+    make_files(src, count, size)
+    st = Store(f"file://{work}/store-local", workers=workers)
+    up, up_base, down, down_base = [], [], [], []
+    for i in range(repeats):
+        key = f"uploads/set{i}"
+        up_base.append(timed(lambda: subprocess.run(["cp", "-r", str(src), str(work / "cp-up")],
+                                                    check=True)))  # fmt: skip
+        up.append(timed(lambda: st.put_tree(src, key)))
+        down_base.append(timed(lambda: subprocess.run(
+            ["cp", "-r", f"{work}/store-local/{key}", str(work / "cp-down")], check=True)))  # fmt: skip
+        down.append(timed(lambda: st.get_tree(key, work / "down")))
+        for d in (work / "down", work / "cp-down", work / "cp-up", work / "store-local" / key):
+            shutil.rmtree(d)
+    mib = count * size / 2**20
+    label = f"{count:,} × {size // 1024} KiB"
+    return [
+        Row(f"local store upload {label}", "MiB/s", [mib / t for t in up],
+            [mib / t for t in up_base], "`cp -r`", higher_is_better=True, goal="≥ 1.0"),
+        Row(f"local store download {label}", "MiB/s", [mib / t for t in down],
+            [mib / t for t in down_base], "`cp -r`", higher_is_better=True, goal="≥ 1.0"),
+    ]  # fmt: skip
+
+
+def measure_s3(work: Path, count: int, size: int, repeats: int, workers: int = 16) -> list[Row]:
+    """COUNT large files up to S3 (a moto_server started here), against boto3's
+    `upload_file` (its transfer manager, default settings), one call per file, in pairs."""
+    import boto3
+
+    src = work / "large-s3"
+    make_files(src, count, size)
+    files = files_of(src)
+    ours, base = [], []
+    with emulators.moto(work) as endpoint:
+        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **creds)
+        s3.create_bucket(Bucket="bench")
+        st = Store("s3://bench/conjure", workers=workers, endpoint_url=endpoint,
+                   key="testing", secret="testing")  # fmt: skip
+        for i in range(repeats):
+
+            def boto_up() -> None:
+                for p in files:
+                    s3.upload_file(str(p), "bench", f"boto/{i}/{p.relative_to(src)}")
+
+            base.append(timed(boto_up))
+            ours.append(timed(lambda: st.put_tree(src, f"uploads/set{i}")))
+    mib = count * size / 2**20
+    return [
+        Row(f"S3 (moto) upload {count} × {size >> 20} MiB", "MiB/s", [mib / t for t in ours],
+            [mib / t for t in base], "boto3 `upload_file`", higher_is_better=True, goal="≥ 1.0"),
+    ]  # fmt: skip
 
 
 def main() -> None:

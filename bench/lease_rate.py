@@ -1,0 +1,245 @@
+"""Leases the pool grants per second with many runs queued, with 1, 2 and 4 pools.
+
+    .venv/bin/python bench/lease_rate.py [--queued 1000] [--machines 64] [--shards 1,2,4]
+
+Runs the real PoolWorkflow in a worker inside this process, on the Temporal server of
+a throw-away stack, with MACHINES idle machines already in its state (no provider
+work), and QUEUED probe workflows that do what a run does with its lease: signal
+`request_lease`, wait for `lease_granted`, signal `release`. The pool starts held
+(one busy machine and max_concurrent_runs = 1), so every probe is queued before the
+clock starts; then the hold is lifted and the figure is QUEUED / (last grant - lift).
+
+With N shards there are N pool workflows, each owning MACHINES/N machines, and probe
+i asks pool i mod N: what sharding the pool by machine type or hash gives.
+
+Baseline, same run: an echo workflow that does only the message pattern (grant while
+fewer than MACHINES leases are out, take releases back) with no pool bookkeeping,
+so the ratio is the share of Temporal's own signal round trip rate the pool reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from collections import deque
+from datetime import datetime, timezone
+
+from common import Row, bench_stack, markdown
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.worker import Worker
+
+from conjure.workflows.models import (
+    Lease,
+    LeaseRequest,
+    Machine,
+    MachineState,
+    MachineType,
+    PoolConfig,
+    PoolConfigure,
+    PoolInput,
+    PoolState,
+    ReleaseRequest,
+)
+from conjure.workflows.pool import PoolWorkflow
+
+TYPE = MachineType(name="bench", vcpus=1, memory_gb=1)
+BLOCKER = "bench-blocker"
+
+
+class ProbeInput(BaseModel):
+    pool_id: str
+    n: int
+
+
+@workflow.defn(name="BenchLeaseProbe")
+class LeaseProbe:
+    def __init__(self) -> None:
+        self.lease: Lease | None = None
+
+    @workflow.signal
+    def lease_granted(self, lease: Lease) -> None:
+        self.lease = lease
+
+    @workflow.run
+    async def run(self, inp: ProbeInput) -> float:
+        me = workflow.info().workflow_id
+        pool = workflow.get_external_workflow_handle(inp.pool_id)
+        await pool.signal(
+            "request_lease", LeaseRequest(run_workflow_id=me, run_id=inp.n, machine_type=TYPE)
+        )
+        await workflow.wait_condition(lambda: self.lease is not None)
+        granted = workflow.now().timestamp()
+        assert self.lease is not None
+        await pool.signal(
+            "release", ReleaseRequest(machine_id=self.lease.machine_id, run_workflow_id=me)
+        )
+        return granted
+
+
+class EchoInput(BaseModel):
+    slots: int
+
+
+@workflow.defn(name="BenchLeaseEcho")
+class LeaseEcho:
+    """The floor: the pool's message pattern with nothing else."""
+
+    def __init__(self) -> None:
+        self.queue: deque[str] = deque()
+        self.out = 0
+        self.go = False
+
+    @workflow.signal
+    def request_lease(self, req: LeaseRequest) -> None:
+        self.queue.append(req.run_workflow_id)
+
+    @workflow.signal
+    def release(self, req: ReleaseRequest) -> None:
+        self.out -= 1
+
+    @workflow.signal
+    def start(self) -> None:
+        self.go = True
+
+    @workflow.query
+    def queued(self) -> int:
+        return len(self.queue)
+
+    @workflow.run
+    async def run(self, inp: EchoInput) -> None:
+        while True:
+            await workflow.wait_condition(
+                lambda: self.go and bool(self.queue) and self.out < inp.slots
+            )
+            while self.queue and self.out < inp.slots:
+                wid = self.queue.popleft()
+                self.out += 1
+                lease = Lease(machine_id="m", task_queue="q", machine_type="bench",
+                              provider="bench", reused=True)  # fmt: skip
+                asyncio.create_task(
+                    workflow.get_external_workflow_handle(wid).signal("lease_granted", lease)
+                )
+
+
+def held_pool(machines: int) -> PoolInput:
+    now = datetime.now(timezone.utc)
+    ms = {
+        f"bench-{i}": Machine(
+            id=f"bench-{i}",
+            machine_type="bench",
+            provider="bench",
+            task_queue="nobody",
+            state=MachineState.IDLE,
+            created=now,
+            idle_since=now,
+        )  # fmt: skip
+        for i in range(machines)
+    }
+    ms["bench-blocker"] = Machine(id="bench-blocker", machine_type="bench", provider="bench",
+                                  task_queue="nobody", state=MachineState.BUSY, created=now,
+                                  run_workflow_id=BLOCKER)  # fmt: skip
+    config = PoolConfig(provider="bench", idle_timeout_seconds=10**7, max_concurrent_runs=1,
+                        health_check_seconds=0, reconcile_interval_seconds=0,
+                        max_machines={"bench": machines + 1})  # fmt: skip
+    return PoolInput(config=config, state=PoolState(machines=ms))
+
+
+async def one_rate(
+    client, queue: str, queued: int, machines: int, shards: int, echo: bool
+) -> float:  # type: ignore[no-untyped-def]
+    tag = uuid.uuid4().hex[:6]
+    pools = []
+    for s in range(shards):
+        pid = f"bench-pool-{tag}-{s}"
+        if echo:
+            h = await client.start_workflow(LeaseEcho.run, EchoInput(slots=machines // shards),
+                                            id=pid, task_queue=queue)  # fmt: skip
+        else:
+            h = await client.start_workflow(PoolWorkflow.run, held_pool(machines // shards),
+                                            id=pid, task_queue=queue)  # fmt: skip
+        pools.append(h)
+    sem = asyncio.Semaphore(64)
+
+    async def probe(i: int):  # type: ignore[no-untyped-def]
+        async with sem:
+            return await client.start_workflow(
+                LeaseProbe.run, ProbeInput(pool_id=pools[i % shards].id, n=i),
+                id=f"bench-probe-{tag}-{i}", task_queue=queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )  # fmt: skip
+
+    probes = await asyncio.gather(*(probe(i) for i in range(queued)))
+    # Every probe queued before the clock starts.
+    for s, h in enumerate(pools):
+        want = len(range(s, queued, shards))
+        while True:
+            n = (
+                await h.query(LeaseEcho.queued)
+                if echo
+                else len((await h.query(PoolWorkflow.view)).queue)
+            )
+            if n >= want:
+                break
+            await asyncio.sleep(0.2)
+    t0 = time.time()
+    for h in pools:
+        if echo:
+            await h.signal(LeaseEcho.start)
+        else:
+            await h.signal(PoolWorkflow.configure, PoolConfigure(
+                config=PoolConfig(max_concurrent_runs=0), fields=["max_concurrent_runs"]))  # fmt: skip
+            await h.signal(PoolWorkflow.release,
+                           ReleaseRequest(machine_id="bench-blocker", run_workflow_id=BLOCKER))  # fmt: skip
+    grants = await asyncio.gather(*(p.result() for p in probes))
+    rate = queued / (max(grants) - t0)
+    for h in pools:
+        await h.terminate("benchmark done")
+    return rate
+
+
+async def _measure(queued: int, machines: int, shard_counts: list[int], repeats: int) -> list[Row]:
+    from temporalio.worker import UnsandboxedWorkflowRunner
+
+    from conjure.cli.api import AsyncConjure
+
+    client = await AsyncConjure(autostart=False).client()
+    queue = f"bench-lease-{uuid.uuid4().hex[:6]}"
+    rows = []
+    async with Worker(client, task_queue=queue, workflows=[PoolWorkflow, LeaseProbe, LeaseEcho],
+                      workflow_runner=UnsandboxedWorkflowRunner(),
+                      max_cached_workflows=queued + 100):  # fmt: skip
+        for shards in shard_counts:
+            ours, base = [], []
+            for _ in range(repeats):
+                base.append(await one_rate(client, queue, queued, machines, shards, echo=True))
+                ours.append(await one_rate(client, queue, queued, machines, shards, echo=False))
+            rows.append(Row(f"leases granted per second, {queued:,} runs queued, {shards} pool "
+                            f"shard(s), {machines} machines", "leases/s", ours, base,
+                            "echo workflow(s), same signals, no bookkeeping",
+                            higher_is_better=True, goal="≥ 50/s"))  # fmt: skip
+    return rows
+
+
+def measure(queued: int, machines: int, shard_counts: list[int], repeats: int) -> list[Row]:
+    return asyncio.run(_measure(queued, machines, shard_counts, repeats))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--queued", type=int, default=1000)
+    ap.add_argument("--machines", type=int, default=64)
+    ap.add_argument("--shards", default="1,2,4")
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    with bench_stack():
+        rows = measure(args.queued, args.machines, [int(s) for s in args.shards.split(",")],
+                       args.repeats)  # fmt: skip
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
