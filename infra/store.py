@@ -14,12 +14,14 @@ at once (`transfer_workers`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 import stat
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -335,6 +337,8 @@ class Store:
         """Download a file or everything below a prefix into dest."""
         base = clean_key(prefix) if prefix else ""
         entries = list(self.walk(base)) if entries is None else entries
+        if self.local and len(entries) > 1 and not os.path.lexists(dest):
+            return self._get_tree_local(base, entries, dest, progress)
         jobs: list[tuple[Entry, Path]] = []
         checked: set[Path] = set()
         made: set[Path] = set()
@@ -357,6 +361,46 @@ class Store:
         for job in large:  # each one already moves in parallel ranges
             stats.bytes += one(job)
             stats.files += 1
+        return stats
+
+    def _local_src(self, key: str) -> str:
+        """The path of a listed key on the local store (its folder checked once)."""
+        path = f"{self.root}/{clean_key(key)}"
+        parent = os.path.dirname(path)
+        if parent not in self._inside:
+            real = os.path.realpath(parent)
+            if real != self.real_root and not real.startswith(self.real_root + os.sep):
+                raise BadKey(f"resource path {key!r} leads outside the store")
+            self._inside.add(parent)
+        return path
+
+    def _get_tree_local(
+        self, base: str, entries: list[Entry], dest: Path, progress: Progress | None
+    ) -> TransferStats:
+        """A folder to a new local folder: copied into a staging folder beside dest,
+        which then takes dest's name at once (no half tree is ever seen at dest)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        stage = f"{dest.parent}/.{dest.name}.part-{uuid.uuid4().hex[:12]}"
+        os.mkdir(stage)
+        stats = TransferStats()
+        try:
+            made = {stage}
+            for entry in entries:
+                rel = entry.key[len(base) :].lstrip("/") if base else entry.key
+                target = f"{stage}/{clean_key(rel)}"
+                folder = os.path.dirname(target)
+                if folder not in made:
+                    os.makedirs(folder, exist_ok=True)
+                    made.add(folder)
+                n = _copy_nofollow(self._local_src(entry.key), target)
+                stats.files += 1
+                stats.bytes += n
+                if progress:
+                    progress(n)
+            os.rename(stage, dest)
+        finally:
+            if os.path.lexists(stage):
+                shutil.rmtree(stage, ignore_errors=True)
         return stats
 
     # --- writes ---------------------------------------------------------------------
@@ -408,6 +452,10 @@ class Store:
         outside the folder, or to something not a regular file, is left out."""
         key = clean_key(key)
         stats = TransferStats()
+        if self.local and local.is_dir():
+            done = self._put_tree_local(local, key, progress, stats)
+            if done is not None:
+                return done
         small, large = [], []
         for rel, path in local_files(local, stats.skipped):
             job = (path, f"{key}/{rel}" if rel else key)
@@ -420,6 +468,47 @@ class Store:
         for path, k in large:  # each one already moves in parallel parts
             stats.bytes += self.put_file(path, k, progress)
             stats.files += 1
+        return stats
+
+    def _put_tree_local(
+        self, local: Path, key: str, progress: Progress | None, stats: TransferStats
+    ) -> TransferStats | None:
+        """A folder to a new key of the local store: copied into a staging folder in the
+        store, which then takes the key's name at once. None when the key exists (the
+        files are then written one by one, over what is there)."""
+        final = self._path(key)
+        if os.path.lexists(final):
+            return None
+        files = list(local_files(local, stats.skipped))
+        for rel, _ in files:
+            clean_key(rel)  # a name that could not be a key: refused before anything moves
+        parent = os.path.dirname(final)
+        os.makedirs(parent, exist_ok=True)
+        stage = f"{parent}/.{os.path.basename(final)}.part-{uuid.uuid4().hex[:12]}"
+        os.mkdir(stage)
+        try:
+            made = {stage}
+            for rel, path in files:
+                target = f"{stage}/{rel}"
+                folder = os.path.dirname(target)
+                if folder not in made:
+                    os.makedirs(folder, exist_ok=True)
+                    made.add(folder)
+                n = _copy_nofollow(str(path), target)
+                stats.files += 1
+                stats.bytes += n
+                if progress:
+                    progress(n)
+            if not files:
+                return stats
+            try:
+                os.rename(stage, final)
+            except OSError:  # another writer made the key meanwhile: write over it
+                return None
+            self._made.clear()
+        finally:
+            if os.path.lexists(stage):
+                shutil.rmtree(stage, ignore_errors=True)
         return stats
 
     def put_content_addressed(self, local: Path, prefix: str, suffix: str) -> tuple[str, bool]:
@@ -444,28 +533,71 @@ def local_files(root: Path, skipped: list[str]) -> Iterator[tuple[str, Path]]:
     """(relative key, path) of every regular file at or below root; '' for a file root.
 
     Symlinks are resolved; one whose target is outside root (or not a regular file)
-    is reported in skipped, never read.
+    is reported in skipped, never read. A linked folder is not followed.
     """
     if root.is_file():
         yield "", root.resolve()
         return
     real_root = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(real_root):
-        d = Path(dirpath)
-        for name in sorted(dirnames):
-            if (d / name).is_symlink():
-                skipped.append(str(d / name))  # a linked folder is not followed
-        for name in sorted(filenames):
-            path = d / name
+    pending = [(str(real_root), "")]
+    while pending:
+        folder, rel = pending.pop()
+        with os.scandir(folder) as it:
+            found = sorted(it, key=lambda e: e.name)
+        subfolders = []
+        for e in found:
+            name = f"{rel}/{e.name}" if rel else e.name
             try:
-                target = path.resolve(strict=True)
+                if not e.is_symlink():
+                    if e.is_dir(follow_symlinks=False):
+                        subfolders.append((e.path, name))
+                    elif e.is_file(follow_symlinks=False):
+                        yield name, Path(e.path)
+                    else:
+                        skipped.append(e.path)  # a socket, fifo or device
+                    continue
+                if e.is_dir():
+                    skipped.append(e.path)  # a linked folder is not followed
+                    continue
+                target = Path(e.path).resolve(strict=True)
             except (OSError, RuntimeError):
-                skipped.append(str(path))
+                skipped.append(e.path)
                 continue
             if not target.is_relative_to(real_root) or not target.is_file():
-                skipped.append(str(path))
+                skipped.append(e.path)
                 continue
-            yield path.relative_to(real_root).as_posix(), target
+            yield name, target
+        pending.extend(reversed(subfolders))
+
+
+def _copy_nofollow(src: str, dst: str) -> int:
+    """Copy one file in the kernel (sendfile); src must not be a link. Returns its size."""
+    try:
+        fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise BadKey(f"{src} is a link") from None
+        raise
+    try:
+        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            copied = 0
+            while True:
+                try:
+                    n = os.sendfile(fout, fin, copied, 1 << 30)
+                except OSError as e:
+                    if copied or e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                        raise
+                    with open(fin, "rb", closefd=False) as r, open(fout, "wb", closefd=False) as w:
+                        shutil.copyfileobj(r, w, 1 << 20)
+                        return w.tell()
+                if n == 0:
+                    return copied
+                copied += n
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
 
 
 def sha256_file(path: Path) -> str:
