@@ -59,7 +59,7 @@ def main() -> None:
         CONJURE_EMBEDDED_PORT=str(free_port()),
         CONJURE_EMBEDDED_UI_PORT=str(free_port()),
     )
-    from conjure.cli.api import AsyncConjure
+    from conjure import AsyncConjure
     from conjure.infra import stack
     from conjure.infra.config import get_settings
     from conjure.infra.providers import local

@@ -162,7 +162,7 @@ async def one_rate(
             h = await client.start_workflow(PoolWorkflow.run, held_pool(machines // shards),
                                             id=pid, task_queue=queue)  # fmt: skip
         pools.append(h)
-    sem = asyncio.Semaphore(64)
+    sem = asyncio.Semaphore(16)
 
     async def probe(i: int):  # type: ignore[no-untyped-def]
         async with sem:
@@ -204,7 +204,7 @@ async def one_rate(
 async def _measure(queued: int, machines: int, shard_counts: list[int], repeats: int) -> list[Row]:
     from temporalio.worker import UnsandboxedWorkflowRunner
 
-    from conjure.cli.api import AsyncConjure
+    from conjure import AsyncConjure
 
     client = await AsyncConjure(autostart=False).client()
     queue = f"bench-lease-{uuid.uuid4().hex[:6]}"

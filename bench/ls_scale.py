@@ -18,10 +18,10 @@ import time
 from common import CONJURE, TEMPORAL, Row, bench_stack, markdown, timed
 
 
-async def seed(runs: int, first_id: int = 100_000, concurrency: int = 64) -> float:
+async def seed(runs: int, first_id: int = 100_000, concurrency: int = 16) -> float:
     from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-    from conjure.cli.api import AsyncConjure
+    from conjure import AsyncConjure
     from conjure.workflows import cost, keys
 
     client = await AsyncConjure(autostart=False).client()

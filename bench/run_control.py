@@ -31,13 +31,13 @@ LOOP = "for i in $(seq 1 6000); do echo $i; sleep 0.1; done"
 
 
 async def _client():  # type: ignore[no-untyped-def]
-    from conjure.cli.api import AsyncConjure
+    from conjure import AsyncConjure
 
     return AsyncConjure(autostart=False)
 
 
 async def wait_state(c, run_id: int, states: set[str]) -> dict:  # type: ignore[no-untyped-def]
-    from conjure.cli.api import AsyncRun
+    from conjure import AsyncRun
 
     while True:
         st = (await AsyncRun(c, run_id).status()).model_dump(mode="json")
@@ -54,7 +54,7 @@ async def start(c, work: str, env: dict[str, str] | None = None) -> int:  # type
 
 
 async def timed_control(c, verb: str, work: str) -> float:  # type: ignore[no-untyped-def]
-    from conjure.cli.api import AsyncRun
+    from conjure import AsyncRun
     from conjure.workflows.models import RunStatus
 
     run_id = await start(c, work)

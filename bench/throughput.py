@@ -34,7 +34,7 @@ def raw_docker(image: str, runs: int, limit: int) -> float:
 
 
 async def conjure_runs(work: str, runs: int) -> float:
-    from conjure.cli.api import AsyncConjure
+    from conjure import AsyncConjure
 
     c = AsyncConjure()
     await c.client()

@@ -4,6 +4,10 @@ A run's log is the set of objects `logs/<N>/<time_ns>-<phase>.jsonl`, one JSON
 object a line: `{"t": <ns since epoch>, "s": "o"|"e"|"c", "l": "<text>"}` where
 `s` is the stream: the command's stdout, its stderr, or a line of Conjure's own.
 Chunk names sort in write order, so a follower reads new chunks by name.
+
+A writer flushes every FLUSH_SECONDS while the run is young or someone follows
+it (a follower keeps the object `logs/<N>/following` fresh), and less often
+otherwise, so a long run nobody watches makes thousands of chunks, not millions.
 """
 
 from __future__ import annotations
@@ -51,11 +55,21 @@ class RateLimiter:
         return n
 
 
+FOLLOWING = "following"  # logs/<N>/following: the time a follower last said it was there
+FOLLOW_FRESH = 10.0  # seconds a follower's mark counts
+FOLLOW_EVERY = 3.0  # how often a follower renews it
+
+
+def follow_key(run_id: int) -> str:
+    return f"logs/{run_id}/{FOLLOWING}"
+
+
 class LogWriter:
     """Buffers lines and flushes them as chunks; thread-safe."""
 
-    FLUSH_SECONDS = 0.2
+    FLUSH_SECONDS = 0.1
     FLUSH_LINES = 2000
+    CHECK_FOLLOWED = 2.0  # how often an older run's writer looks for a follower
 
     def __init__(
         self,
@@ -78,6 +92,9 @@ class LogWriter:
         self._last_chunk = 0
         self._closed = threading.Event()
         self._started = time.monotonic()
+        self._followed_checked = 0.0
+        self._followed = False
+        self.run_id = run_id
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
@@ -126,10 +143,17 @@ class LogWriter:
             self._flush_locked()
 
     def _interval(self) -> float:
-        """Flush often while someone is likely watching the start, then less often,
-        so a long run makes thousands of chunks, not millions."""
-        age = time.monotonic() - self._started
+        """Flush often while someone is likely watching (the start, or a follower's
+        mark is fresh), then less often, so a long run makes thousands of chunks,
+        not millions."""
+        now = time.monotonic()
+        age = now - self._started
         if age < 30:
+            return self.FLUSH_SECONDS
+        if now - self._followed_checked >= self.CHECK_FOLLOWED:
+            self._followed_checked = now
+            self._followed = followed(self.store, self.run_id)
+        if self._followed:
             return self.FLUSH_SECONDS
         return 1.0 if age < 600 else 5.0
 
@@ -151,14 +175,37 @@ class LogWriter:
             self._flush_locked()
 
 
+def followed(store: Store, run_id: int) -> bool:
+    try:
+        mark = float(store.read_bytes(follow_key(run_id)))
+    except Exception:  # no follower yet, or a half-written mark
+        return False
+    return time.time() - mark < FOLLOW_FRESH
+
+
 class LogReader:
-    """Reads a run's log chunks in order; `poll()` returns only what is new."""
+    """Reads a run's log chunks in order; `poll()` returns only what is new.
+
+    `follow()` says a follower is there (call it on every poll: it writes at most
+    every FOLLOW_EVERY seconds), so the run's writer flushes at its fastest."""
 
     def __init__(self, store: Store, run_id: int) -> None:
         self.store = store
+        self.run_id = run_id
         self.prefix = f"logs/{run_id}"
         self.seen: set[str] = set()
         self.last = ""
+        self._marked = 0.0
+
+    def follow(self) -> None:
+        now = time.monotonic()
+        if now - self._marked < FOLLOW_EVERY:
+            return
+        self._marked = now
+        try:
+            self.store.put_bytes(follow_key(self.run_id), str(time.time()).encode())
+        except Exception:  # a read-only store: the run flushes at its own pace
+            pass
 
     def poll(self) -> Iterator[LogLine]:
         try:
