@@ -456,7 +456,8 @@ class Store:
             done = self._put_tree_local(local, key, progress, stats)
             if done is not None:
                 return done
-        small, large = [], []
+        small: list[tuple[Path, str]] = []
+        large: list[tuple[Path, str]] = []
         for rel, path in local_files(local, stats.skipped):
             job = (path, f"{key}/{rel}" if rel else key)
             big = not self.local and path.stat().st_size >= LARGE_FILE
