@@ -157,12 +157,7 @@ class Store:
         if self.local and path != self.root:
             # The folder is resolved once (a link planted there could lead out of the
             # store); the file itself must not be a link.
-            parent = os.path.dirname(path)
-            if parent not in self._inside:
-                real = os.path.realpath(parent)
-                if real != self.real_root and not real.startswith(self.real_root + os.sep):
-                    raise BadKey(f"resource path {key!r} leads outside the store")
-                self._inside.add(parent)
+            self._check_folder(path, key)
             if os.path.islink(path):
                 raise BadKey(f"resource path {key!r} is a link")
         return path
@@ -366,13 +361,17 @@ class Store:
     def _local_src(self, key: str) -> str:
         """The path of a listed key on the local store (its folder checked once)."""
         path = f"{self.root}/{clean_key(key)}"
+        self._check_folder(path, key)
+        return path
+
+    def _check_folder(self, path: str, key: str) -> None:
+        """The folder of a local path must resolve inside the store (checked once)."""
         parent = os.path.dirname(path)
         if parent not in self._inside:
             real = os.path.realpath(parent)
             if real != self.real_root and not real.startswith(self.real_root + os.sep):
                 raise BadKey(f"resource path {key!r} leads outside the store")
             self._inside.add(parent)
-        return path
 
     def _get_tree_local(
         self, base: str, entries: list[Entry], dest: Path, progress: Progress | None
