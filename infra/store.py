@@ -662,13 +662,29 @@ def split_bucket_url(url: str) -> tuple[str, str, str]:
     return scheme, bucket, clean_key(path) if path else ""
 
 
+# A mount source is first listed with one attempt and short timeouts, so an unreachable
+# endpoint or unknown bucket is reported in seconds (botocore's and s3fs's own retries
+# take a quarter of a minute); the store the run reads from keeps the usual retries.
+_PROBE_OPTIONS: dict[str, dict[str, Any]] = {
+    "s3": {
+        "config_kwargs": {
+            "connect_timeout": 5,
+            "read_timeout": 20,
+            "retries": {"max_attempts": 1, "mode": "standard"},
+        },
+    },
+}
+
+
 def open_source(
     source: str, store: Store, settings: Settings | None
 ) -> tuple[Store, str, list[Entry]]:
     """A mount source (runs/…, uploads/…, public/… or a bucket URL) as (store, key, files).
 
     A bucket is read with the configured credentials; when those are missing or
-    refused, anonymously (public buckets). No files: an empty list.
+    refused, anonymously (public buckets). When both fail, the anonymous attempt's
+    error is the one shown (a public bucket is what was left to try: the endpoint is
+    unreachable, or the bucket unknown or private). No files: an empty list.
     """
     if "://" not in source:
         try:
@@ -676,22 +692,45 @@ def open_source(
         except (StoreError, FileNotFoundError):
             return store, source, []
     scheme, bucket, key = split_bucket_url(source)
-    first_error: Exception | None = None
+
+    def options(anon: bool) -> dict[str, Any]:
+        opts = storage_options(scheme, settings, anon=anon)
+        if settings is not None and settings.store_url.startswith(f"{scheme}://") and not anon:
+            opts = {**opts, **settings.store_options}
+        return opts
+
+    workers = settings.transfer_workers if settings else 16
+
+    def probe(anon: bool) -> list[Entry] | None:
+        """The listing (None: nothing there), or the exception that prevented it."""
+        fast = {**options(anon), **_PROBE_OPTIONS.get(scheme, {})}
+        try:
+            st = Store(f"{scheme}://{bucket}", workers=1, **fast)
+            if scheme == "s3":
+                st.fs.retries = 1  # s3fs's own retries, on top of botocore's
+            return list(st.walk(key))
+        except (FileNotFoundError, BadKey):
+            return None
+
+    errors: dict[bool, BaseException] = {}
     for anon in (False, True):
         try:
-            opts = storage_options(scheme, settings, anon=anon)
-            if settings is not None and settings.store_url.startswith(f"{scheme}://") and not anon:
-                opts = {**opts, **settings.store_options}
-            s = Store(
-                f"{scheme}://{bucket}",
-                workers=settings.transfer_workers if settings else 16,
-                **opts,
-            )
-            return s, key, list(s.walk(key))
-        except (FileNotFoundError, BadKey):
-            return store, key, []
+            found = probe(anon)
         except StoreError:
-            raise
+            raise  # a missing extra: the same either way
         except Exception as e:  # credentials missing or refused: try anonymously
-            first_error = first_error or e
-    raise StoreError(f"cannot read {source}: {first_error}")
+            errors[anon] = e
+            continue
+        if found is None:
+            return store, key, []
+        return Store(f"{scheme}://{bucket}", workers=workers, **options(anon)), key, found
+    anon_error = errors[True]
+    raise StoreError(
+        f"cannot read {source}: {_one_line(anon_error)} "
+        f"(anonymously; with the configured credentials: {_one_line(errors[False])})"
+    )
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
