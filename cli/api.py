@@ -14,14 +14,11 @@ import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import (
     Client,
-    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -34,8 +31,9 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from conjure.cli import resources
+from conjure.cli import listing, resources
 from conjure.cli.code import package_code, package_github, run_diff
+from conjure.cli.listing import RunFilter, RunsPage, RunSummary
 from conjure.cli.mounts import parse_mount
 from conjure.infra import environment, stack
 from conjure.infra.catalog import UnknownMachineType, load_catalog, lookup
@@ -48,7 +46,6 @@ from conjure.infra.pool_config import configure_pool
 from conjure.infra.secrets import REDACTED, SECRETS_ROOT, is_secret, split_env, store_secrets
 from conjure.infra.store import Entry, Store, StoreError, open_source, open_store
 from conjure.infra.temporal import ServerUnreachable, make_client
-from conjure.workflows import cost as costs
 from conjure.workflows import keys
 from conjure.workflows.models import (
     EnvSpec,
@@ -66,25 +63,6 @@ from conjure.workflows.models import (
 from conjure.workflows.pool import PoolWorkflow
 from conjure.workflows.run import RunWorkflow
 from conjure.workflows.stop_conditions import StopCondition, StopRequest, parse_stop_condition
-
-
-@dataclass
-class RunSummary:
-    run_id: int
-    state: str
-    machine_type: str
-    command: str
-    created: datetime | None
-    ended: datetime | None
-    pipeline_id: int | None = None
-    queue_position: int | None = None  # 1 = next; only while waiting in Requested
-    cost: float | None = None  # USD so far; None before the run had a machine
-
-    @property
-    def duration(self) -> float | None:
-        if self.created is None or self.ended is None:
-            return None
-        return (self.ended - self.created).total_seconds()
 
 
 def check_docker(settings: Settings) -> None:
@@ -175,13 +153,17 @@ class AsyncRun:
                 raise ConjureError(f"run {self.id} does not exist") from None
             raise
 
-    async def stop(self, grace_seconds: float | None = None) -> RunStatus:
-        """Graceful: SIGTERM, SIGKILL after the grace period; the run still saves."""
-        return await self._signal("stop", StopRequest(grace_seconds=grace_seconds, source="cli"))
+    async def stop(
+        self, grace_seconds: float | None = None, *, source: str = "cli", reason: str = ""
+    ) -> RunStatus:
+        """Graceful: SIGTERM, SIGKILL after the grace period; the run still saves.
+        reason: what the run's status says stopped it (default: `conjure stop`)."""
+        req = StopRequest(grace_seconds=grace_seconds, source=source, reason=reason)
+        return await self._signal("stop", req)
 
-    async def kill(self) -> RunStatus:
+    async def kill(self, *, source: str = "cli", reason: str = "") -> RunStatus:
         """At once: SIGKILL, nothing saved, the machine released."""
-        return await self._signal("kill", StopRequest(source="cli"))
+        return await self._signal("kill", StopRequest(source=source, reason=reason))
 
     async def _signal(self, name: str, req: StopRequest) -> RunStatus:
         """Signal the run's workflow (from any machine that reaches the server);
@@ -221,6 +203,13 @@ class AsyncRun:
         """The uncommitted changes the run was submitted with (a patch `git apply`
         takes), or None when its code was a clean commit."""
         return run_diff(self._c.store, (await self.status()).spec.code)
+
+    def log_page(self, after: str = "", max_chunks: int = 200) -> tuple[list[LogLine], str, bool]:
+        """The log's lines after the cursor `after` ('': from the start), at most
+        max_chunks chunks of them; the cursor to continue from; whether more follow."""
+        reader = LogReader(self._c.store, self.id, after=after)
+        lines = list(reader.poll(max_chunks=max_chunks))
+        return lines, reader.cursor, reader.left > 0
 
     def outputs(self) -> list[Entry]:
         try:
@@ -595,42 +584,35 @@ class AsyncConjure:
         await run.status()
         return run
 
-    async def list_runs(self, limit: int = 50, state: str | None = None) -> list[RunSummary]:
-        client = await self.client()
-        query = "WorkflowType='RunWorkflow'"
-        if state:
-            query += f" AND ConjureState='{state}'"
-        out = []
-        now = datetime.now(timezone.utc)
-        async for wf in client.list_workflows(query, limit=limit):
-            sa = wf.typed_search_attributes
-            run_id = sa.get(keys.RUN_ID)
-            if run_id is None:
-                continue
-            ended = wf.close_time if wf.status != WorkflowExecutionStatus.RUNNING else None
-            try:
-                memo = await wf.memo()
-            except Exception:  # a memo this client cannot decode: no cost shown
-                memo = {}
-            out.append(
-                RunSummary(
-                    run_id=run_id,
-                    state=sa.get(keys.STATE) or "?",
-                    machine_type=sa.get(keys.MACHINE_TYPE) or "?",
-                    command=sa.get(keys.COMMAND) or "",
-                    created=wf.start_time,
-                    ended=ended,
-                    pipeline_id=sa.get(keys.PIPELINE_ID),
-                    cost=costs.from_memo(memo, ended or now),
-                )
+    async def list_runs(
+        self,
+        limit: int = 50,
+        state: str | None = None,
+        *,
+        machine_type: str = "",
+        text: str = "",
+        before: int | None = None,
+    ) -> list[RunSummary]:
+        """The newest runs first (ids below `before`), from Temporal's visibility."""
+        return (
+            await self.runs_page(
+                RunFilter(state=state or "", machine_type=machine_type, text=text),
+                limit=limit,
+                before=before,
             )
-        out.sort(key=lambda r: r.run_id, reverse=True)
-        out = out[:limit]
-        if any(r.state == RunState.REQUESTED.value for r in out):
+        ).runs
+
+    async def runs_page(
+        self, flt: RunFilter | None = None, *, limit: int = 50, before: int | None = None
+    ) -> RunsPage:
+        """A page of runs and the `before` of the next one; Requested runs get their
+        place in the queue."""
+        page = await listing.runs_page(await self.client(), flt, limit=limit, before=before)
+        if any(r.state == RunState.REQUESTED.value for r in page.runs):
             positions = await self.queue_positions()
-            for r in out:
+            for r in page.runs:
                 r.queue_position = positions.get(keys.run_workflow_id(r.run_id))
-        return out
+        return page
 
     async def queue_positions(self) -> dict[str, int]:
         """Run workflow id -> place in the pool's queue (1 = next)."""
@@ -664,6 +646,16 @@ class AsyncConjure:
         client = await self.client()
         await self.ensure_pool()
         return await client.get_workflow_handle(keys.POOL_WORKFLOW_ID).query(PoolWorkflow.view)
+
+    async def pool_view(self) -> PoolView | None:
+        """The pool's machines and queue, or None when no pool has started (reads only)."""
+        handle = (await self.client()).get_workflow_handle(keys.POOL_WORKFLOW_ID)
+        try:
+            return await handle.query(PoolWorkflow.view)
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
 
     # --- resources ------------------------------------------------------------------
 

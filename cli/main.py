@@ -59,7 +59,17 @@ def _say_started(c: AsyncConjure) -> None:
         info(
             f"✨ Started the embedded stack ({', '.join(c.started_stack.started)}) in "
             f"{c.settings.home}; Temporal Web UI: {c.settings.ui_url}"
+            + _console_note(c.started_stack)
         )
+        for problem in c.started_stack.problems:
+            info(f"⚠️  {problem}")
+
+
+def _console_note(report: Any) -> str:
+    if not report.console_url:
+        return ""
+    token = f" (token: {report.console_token})" if report.console_token else ""
+    return f"; console: {report.console_url}{token}"
 
 
 def _fmt_time(t: datetime | None) -> str:
@@ -110,7 +120,12 @@ async def up() -> None:
         info(f"started {name}")
     for name in report.already:
         info(f"{name} already running")
-    info(f"Conjure is up in {s.home}; Temporal at {s.address}; Temporal Web UI: {s.ui_url}")
+    for problem in report.problems:
+        info(f"⚠️  {problem}")
+    info(
+        f"Conjure is up in {s.home}; Temporal at {s.address}; Temporal Web UI: {s.ui_url}"
+        + _console_note(report)
+    )
 
 
 @cli.command()
@@ -539,6 +554,10 @@ from conjure.cli.control import COMMANDS as _CONTROL_COMMANDS  # noqa: E402
 
 for _cmd in _CONTROL_COMMANDS + _CODE_COMMANDS:
     cli.add_command(_cmd)
+
+from conjure.cli.console.command import console as _console_command  # noqa: E402
+
+cli.add_command(_console_command)
 
 
 # --- entry point ---------------------------------------------------------------------------

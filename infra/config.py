@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     embedded_port: int = 7233
     embedded_ui_port: int = 8233
     control_task_queue: str = "conjure-control"
+    temporal_ui_url: str = ""  # a production cluster's Web UI, linked from the console
+
+    # Web console: `conjure up` starts it, `conjure console` runs it in the foreground.
+    console_port: int = 8234  # 0: `conjure up` starts no console
+    console_bind: str = "127.0.0.1"  # off loopback, every request needs console_token
+    console_token: str = ""  # empty off loopback: one is generated, kept and printed
 
     # Object store: a local directory by default (file://$CONJURE_HOME/store), or
     # s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
@@ -134,7 +140,18 @@ class Settings(BaseSettings):
 
     @property
     def ui_url(self) -> str:
+        if self.temporal_ui_url:
+            return self.temporal_ui_url.rstrip("/")
         return f"http://127.0.0.1:{self.embedded_ui_port}" if self.embedded else ""
+
+    @property
+    def console_url(self) -> str:
+        host = self.console_bind
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1" if host != "::" else "[::1]"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.console_port}"
 
     @property
     def store(self) -> str:

@@ -189,12 +189,15 @@ class LogReader:
     `follow()` says a follower is there (call it on every poll: it writes at most
     every FOLLOW_EVERY seconds), so the run's writer flushes at its fastest."""
 
-    def __init__(self, store: Store, run_id: int) -> None:
+    def __init__(self, store: Store, run_id: int, after: str = "") -> None:
+        """after: a chunk name (`cursor` of an earlier reader): start after it."""
         self.store = store
         self.run_id = run_id
         self.prefix = f"logs/{run_id}"
         self.seen: set[str] = set()
         self.last = ""
+        self.after = after
+        self.left = 0  # chunks a poll with max_chunks left for the next one
         self._marked = 0.0
 
     def follow(self) -> None:
@@ -207,15 +210,25 @@ class LogReader:
         except Exception:  # a read-only store: the run flushes at its own pace
             pass
 
-    def poll(self) -> Iterator[LogLine]:
+    @property
+    def cursor(self) -> str:
+        """The name of the last chunk read: a later reader continues from it."""
+        return self.last.rsplit("/", 1)[-1] if self.last else self.after
+
+    def poll(self, max_chunks: int = 0) -> Iterator[LogLine]:
+        """The lines of chunks not read yet (at most max_chunks of them when > 0)."""
         try:
             entries = self.store.ls(self.prefix)
         except Exception:
             return
+        after = f"{self.prefix}/{self.after}" if self.after else ""
         names = sorted(
-            e.key for e in entries if e.key.endswith(".jsonl") and e.key not in self.seen
+            e.key
+            for e in entries
+            if e.key.endswith(".jsonl") and e.key not in self.seen and e.key > after
         )
-        for key in names:
+        self.left = max(0, len(names) - max_chunks) if max_chunks > 0 else 0
+        for key in names[:max_chunks] if max_chunks > 0 else names:
             if key <= self.last and key in self.seen:
                 continue
             try:

@@ -1,9 +1,10 @@
-"""The embedded stack: Temporal dev server, control worker and local machines.
+"""The embedded stack: Temporal dev server, control worker, local machines and the
+web console.
 
-`conjure up` starts them in the background, bound to 127.0.0.1, with their pid
-files and logs in `$CONJURE_HOME/run/`; `conjure down` stops them. The dev
-server keeps its SQLite database in `$CONJURE_HOME/temporal.db`, so runs
-outlive a restart.
+`conjure up` starts them in the background, bound to 127.0.0.1 (the console to
+`console_bind`), with their pid files and logs in `$CONJURE_HOME/run/`; `conjure
+down` stops them. The dev server keeps its SQLite database in
+`$CONJURE_HOME/temporal.db`, so runs outlive a restart.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conjure.infra.config import Settings
+from conjure.infra.console_token import resolve_token
 from conjure.infra.errors import ConjureError
 from conjure.infra.providers import local
 from conjure.infra.temporal import ServerUnreachable, make_client
@@ -72,10 +74,31 @@ def _port_busy(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def dev_server_command(settings: Settings, db: Path | None, ui: bool = True) -> list[str]:
+    """The Temporal dev server on settings' ports with Conjure's search attributes,
+    keeping its data in db (None: in memory, for tests and benchmarks)."""
+    cmd = [
+        temporal_binary(), "server", "start-dev",
+        "--ip", "127.0.0.1",
+        "--port", str(settings.embedded_port),
+        "--namespace", settings.temporal_namespace,
+        "--log-level", "warn",
+    ]  # fmt: skip
+    cmd += ["--ui-port", str(settings.embedded_ui_port)] if ui else ["--headless"]
+    if db is not None:
+        cmd += ["--db-filename", str(db)]
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        cmd += ["--search-attribute", f"{name}={kind}"]
+    return cmd
+
+
 @dataclass
 class UpReport:
     started: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
+    console_url: str = ""  # the web console's address, when it runs
+    console_token: str | None = None  # what it needs off loopback
+    problems: list[str] = field(default_factory=list)  # parts that did not start
 
 
 async def _wait_for_server(settings: Settings, timeout: float) -> None:
@@ -111,18 +134,7 @@ async def up(settings: Settings) -> UpReport:
                 f"port {settings.embedded_port} on 127.0.0.1 is taken by another process; "
                 "set CONJURE_EMBEDDED_PORT (and CONJURE_EMBEDDED_UI_PORT) to free ports"
             )
-        cmd = [
-            temporal_binary(), "server", "start-dev",
-            "--ip", "127.0.0.1",
-            "--port", str(settings.embedded_port),
-            "--ui-port", str(settings.embedded_ui_port),
-            "--db-filename", str(settings.home / "temporal.db"),
-            "--namespace", settings.temporal_namespace,
-            "--log-level", "warn",
-        ]  # fmt: skip
-        for name, kind in SEARCH_ATTRIBUTES.items():
-            cmd += ["--search-attribute", f"{name}={kind}"]
-        _spawn(settings, "temporal", cmd)
+        _spawn(settings, "temporal", dev_server_command(settings, settings.home / "temporal.db"))
         report.started.append("temporal")
     await _wait_for_server(settings, timeout=60)
     if _running(settings, "worker"):
@@ -133,7 +145,50 @@ async def up(settings: Settings) -> UpReport:
     n = local.start_stopped_agents(settings)
     if n:
         report.started.append(f"{n} local machine agent(s)")
+    start_console(settings, report)
     return report
+
+
+def _console_reachable(settings: Settings) -> bool:
+    import socket
+
+    host = settings.console_bind
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1" if host != "::" else "::1"
+    try:
+        with socket.create_connection((host, settings.console_port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def start_console(settings: Settings, report: UpReport, timeout: float = 20.0) -> None:
+    """The web console in the background (`conjure console`), unless console_port is 0."""
+    if not settings.console_port:
+        return
+    report.console_token = resolve_token(settings)[0]  # made before the process reads it
+    if _running(settings, "console"):
+        report.already.append("console")
+        report.console_url = settings.console_url
+        return
+    if _console_reachable(settings):
+        report.problems.append(
+            f"the web console's port {settings.console_port} is taken by another process; "
+            "set CONJURE_CONSOLE_PORT to a free port"
+        )
+        return
+    pid = _spawn(settings, "console", [sys.executable, "-m", "conjure.cli.main", "console"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _console_reachable(settings):
+            report.started.append("console")
+            report.console_url = settings.console_url
+            return
+        if not local.pid_alive(pid):
+            break
+        time.sleep(0.1)
+    log = settings.run_dir / "console.log"
+    report.problems.append(f"the web console did not start; see {log}")
 
 
 def down(settings: Settings) -> list[str]:
@@ -141,7 +196,7 @@ def down(settings: Settings) -> list[str]:
     n = local.stop_all_agents(settings)
     if n:
         stopped.append(f"{n} local machine agent(s)")
-    for name in ("worker", "temporal"):
+    for name in ("console", "worker", "temporal"):
         pid = _running(settings, name)
         if pid:
             local._stop_pid(pid, timeout=15)
@@ -164,6 +219,10 @@ async def ensure_up(settings: Settings) -> UpReport | None:
         return None
     if is_up(settings):
         local.start_stopped_agents(settings)  # a machine's agent restarts like a service
+        if settings.console_port and not _running(settings, "console"):
+            report = UpReport()
+            start_console(settings, report)
+            return report if report.started else None
         return None
     return await up(settings)
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import fsspec
 
@@ -195,6 +195,14 @@ class Store:
         except FileNotFoundError:
             raise StoreError(f"{key} does not exist") from None
 
+    def open(self, key: str) -> IO[bytes]:
+        """A file of the store opened for a streaming read (the console's downloads)."""
+        self._fresh()
+        try:
+            return self.fs.open(self._path(key), "rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise StoreError(f"{key} does not exist") from None
+
     def ls(self, prefix: str = "") -> list[Entry]:
         """The entries directly below prefix; a file lists as itself."""
         path = self._path(prefix) if prefix else self.root
@@ -211,6 +219,8 @@ class Store:
             key = self._key(info["name"])
             if key is None or (key == "" and info.get("type") == "directory"):
                 continue
+            if self.local and info.get("islink"):
+                continue  # a link planted in the store is neither listed nor followed
             is_dir = info.get("type") == "directory" and key != own
             out.append(Entry(key, int(info.get("size") or 0), is_dir, _content_tag(info)))
         if not out and own and not self.fs.exists(path):

@@ -33,6 +33,7 @@ def stack_env(home: Path, **extra: str) -> dict[str, str]:
         "CONJURE_HOME": str(home),
         "CONJURE_EMBEDDED_PORT": str(free_port()),
         "CONJURE_EMBEDDED_UI_PORT": str(free_port()),
+        "CONJURE_CONSOLE_PORT": str(free_port()),
         **extra,
     }
     return env

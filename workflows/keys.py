@@ -21,6 +21,10 @@ SEARCH_ATTRIBUTES = {
     "ConjurePipelineId": "Int",
 }
 
+# Memo entry of a run workflow: the command's exit code, so a listing shows
+# `Failed (137)` from visibility alone.
+EXIT_CODE_MEMO = "conjure_exit_code"
+
 COUNTER_WORKFLOW_ID = "conjure-run-counter"
 POOL_WORKFLOW_ID = "conjure-pool"
 PIPELINE_COUNTER_WORKFLOW_ID = "conjure-pipeline-counter"

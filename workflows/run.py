@@ -418,6 +418,8 @@ class RunWorkflow(RunInbox):
 
     def _finish(self, state: RunState, reason: str) -> RunStatus:
         self.run_status.reason = reason
+        if self.run_status.exit_code is not None and workflow.patched("run-exit-code-memo"):
+            workflow.upsert_memo({keys.EXIT_CODE_MEMO: self.run_status.exit_code})
         self._set_state(state, reason)
         return self.run_status
 
