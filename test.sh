@@ -37,6 +37,14 @@ if ! dpkg-query -W -f='${Status}' docker-registry 2>/dev/null | grep -q 'install
   fi
 fi
 
+# The console's browser tests drive Debian's chromium through Playwright (the pip package
+# comes with the test extra; Playwright's own browser download is never used).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "==> installing chromium"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+fi
+
 echo "==> ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -20,7 +20,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from conjure.infra.errors import UsageError
 from conjure.workflows import cost as costs
 from conjure.workflows import keys
-from conjure.workflows.models import RunState
+from conjure.workflows.models import FINAL_STATES, RunState
 
 MAX_PAGE = 500
 _Row = TypeVar("_Row")
@@ -48,8 +48,9 @@ class RunSummary:
 
     @property
     def state_text(self) -> str:
-        """`Failed (137)`: the state, and the command's exit code when it was not 0."""
-        return f"{self.state} ({self.exit_code})" if self.exit_code else self.state
+        """`Failed (137)`: a final state, and the command's exit code when it was not 0."""
+        final = self.state in {s.value for s in FINAL_STATES}
+        return f"{self.state} ({self.exit_code})" if self.exit_code and final else self.state
 
 
 @dataclass

@@ -143,7 +143,8 @@ async def runs(request: Request) -> Response:
 
 
 def state_text(st: RunStatus) -> str:
-    return f"{st.state.value} ({st.exit_code})" if st.exit_code else st.state.value
+    final = st.state.final
+    return f"{st.state.value} ({st.exit_code})" if st.exit_code and final else st.state.value
 
 
 def public_status(st: RunStatus) -> RunStatus:

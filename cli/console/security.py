@@ -32,7 +32,7 @@ OPEN_PATHS = {"/login", "/logout", "/static/app.css", "/favicon.svg"}
 HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (
         b"content-security-policy",
         b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -132,13 +132,13 @@ class Guard:
 
 
 def same_origin(headers: Headers, host: str) -> bool:
+    """A browser says where a request comes from in Sec-Fetch-Site (a header no page can
+    set); older ones only in Origin. A client that is no browser sends neither."""
     site = headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = headers.get("origin")
-    if origin is not None and (origin == "null" or urlsplit(origin).netloc != host):
-        return False
-    return True
+    return origin is None or (origin != "null" and urlsplit(origin).netloc == host)
 
 
 def _refuse(api: bool, status: int, message: str) -> Response:

@@ -306,6 +306,7 @@ def test_loopback_console_refuses_other_hosts_and_cross_site_posts(stored: Setti
     assert c.get("/api/resources", headers={"host": "evil.example:8234"}).status_code == 421
     assert c.get("/api/resources", headers={"host": "localhost:8234"}).status_code == 200
     for headers in ({"origin": "http://evil.example"}, {"sec-fetch-site": "cross-site"},
+                    {"sec-fetch-site": "same-site", "origin": "http://127.0.0.1:8234"},
                     {"origin": "null"}):  # fmt: skip
         r = c.post("/api/runs/1/kill", headers=headers)
         assert r.status_code == 403 and r.json()["error"] == "cross-site request refused"

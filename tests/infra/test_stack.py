@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,15 +48,22 @@ def test_run_starts_the_stack_then_up_down_up_keeps_runs(
     r = conjure("run", "echo first", cwd=tmp_path, env=own_stack)
     assert r.code == 0, r
     assert "Started the embedded stack" in r.err and "Temporal Web UI" in r.err
+    console = f"http://127.0.0.1:{own_stack['CONJURE_CONSOLE_PORT']}"
+    assert f"console: {console}" in r.err
     assert r.out == "first\n"
+    with urllib.request.urlopen(f"{console}/api/runs") as resp:
+        assert [x["id"] for x in json.load(resp)["runs"]] == [1]
 
     again = conjure("up", env=own_stack)
     assert again.code == 0, again
     assert "already running" in again.err
     assert f"http://127.0.0.1:{own_stack['CONJURE_EMBEDDED_UI_PORT']}" in again.err
 
+    assert f"console: {console}" in again.err
     down = conjure("down", env=own_stack)
-    assert down.code == 0 and "temporal" in down.err
+    assert down.code == 0 and "temporal" in down.err and "console" in down.err
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{console}/api/runs", timeout=5)
     up = conjure("up", env=own_stack)
     assert up.code == 0, up
     runs = json.loads(conjure("ls", "--json", env=own_stack).out)
