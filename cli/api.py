@@ -204,10 +204,15 @@ class AsyncRun:
         takes), or None when its code was a clean commit."""
         return run_diff(self._c.store, (await self.status()).spec.code)
 
-    def log_page(self, after: str = "", max_chunks: int = 200) -> tuple[list[LogLine], str, bool]:
+    def log_page(
+        self, after: str = "", max_chunks: int = 200, follow: bool = False
+    ) -> tuple[list[LogLine], str, bool]:
         """The log's lines after the cursor `after` ('': from the start), at most
-        max_chunks chunks of them; the cursor to continue from; whether more follow."""
+        max_chunks chunks of them; the cursor to continue from; whether more follow.
+        follow: someone watches the live run (its log is flushed at its fastest)."""
         reader = LogReader(self._c.store, self.id, after=after)
+        if follow:
+            reader.follow()
         lines = list(reader.poll(max_chunks=max_chunks))
         return lines, reader.cursor, reader.left > 0
 

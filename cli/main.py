@@ -311,6 +311,7 @@ def _summary_json(r: RunSummary) -> dict[str, Any]:
     return {
         "id": r.run_id,
         "state": r.state,
+        "exit_code": r.exit_code,
         "machine_type": r.machine_type,
         "command": r.command,
         "created": r.created.isoformat() if r.created else None,
@@ -366,7 +367,7 @@ async def ls_cmd(path: str, as_json: bool, limit: int) -> None:
         if r.pipeline_id is not None:
             cmd += f"  (pipeline {r.pipeline_id})"
         click.echo(
-            f"{r.run_id:>5}  {_fmt_state(r.state, r.queue_position):<14}  {r.machine_type:<8}  "
+            f"{r.run_id:>5}  {_fmt_state(r.state_text, r.queue_position):<14}  {r.machine_type:<8}  "
             f"{_fmt_time(r.created):<19}  {_fmt_duration(dur):>9}  {_fmt_cost(r.cost):>8}  {cmd}"
         )
 

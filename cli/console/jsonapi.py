@@ -212,7 +212,7 @@ async def run_log(request: Request) -> Response:
     after = request.query_params.get("after", "")
     if after and ("/" in after or not after.endswith(".jsonl")):
         raise HTTPError(400, "after: not a cursor this API gave")
-    lines, cursor, more = run.log_page(after)
+    lines, cursor, more = run.log_page(after, follow=request.query_params.get("follow") == "1")
     if not lines and not after:
         await run.status()  # an unknown run is a 404, not an empty log
     return _json(
@@ -466,7 +466,11 @@ ENDPOINTS = [
         run_log,
         "A run's log lines after a cursor",
         LogPage,
-        [_RUN, Param("after", "query", "string", "The `cursor` of the previous answer")],
+        [
+            _RUN,
+            Param("after", "query", "string", "The `cursor` of the previous answer"),
+            Param("follow", "query", "string", "1: a live run is watched (flush its log fast)"),
+        ],
     ),  # fmt: skip
     Endpoint(
         "GET", "/api/runs/{run_id:int}/metrics", run_metrics, "A run's metrics", MetricsOut, [_RUN]

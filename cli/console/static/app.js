@@ -287,7 +287,7 @@ async function runPage(runId) {
   }
   async function readLog() {
     for (let i = 0; i < 50; i++) {
-      const page = await api(`/api/runs/${runId}/log?after=${encodeURIComponent(cursor)}`);
+      const page = await api(`/api/runs/${runId}/log?after=${encodeURIComponent(cursor)}${final ? "" : "&follow=1"}`);
       if (page.lines.length) {
         const atEnd = log.scrollHeight - log.scrollTop - log.clientHeight < 30;
         const frag = document.createDocumentFragment();
