@@ -751,6 +751,27 @@ class Conjure:
 
         return Pipeline(self, self._sync(get_pipeline(self.aio, pipeline_id)))
 
+    def hyper(self, kind: str, command: str, params: Any, **kwargs: Any) -> Any:
+        """Start a hyperparameter search (cli/hyper.py): kind grid, random or bayes;
+        returns a Hyper handle (status, wait, stop)."""
+        from conjure.cli.hyper import Hyper, start_hyper
+
+        return Hyper(self, self._sync(start_hyper(self.aio, kind, command, params, **kwargs)))
+
+    def hyper_grid(self, command: str, params: Any, **kwargs: Any) -> Any:
+        return self.hyper("grid", command, params, **kwargs)
+
+    def hyper_random(self, command: str, params: Any, num_runs: int, **kwargs: Any) -> Any:
+        return self.hyper("random", command, params, num_runs=num_runs, **kwargs)
+
+    def hyper_bayes(self, command: str, params: Any, num_runs: int, **kwargs: Any) -> Any:
+        return self.hyper("bayes", command, params, num_runs=num_runs, **kwargs)
+
+    def get_hyper(self, hyper_id: int) -> Any:
+        from conjure.cli.hyper import Hyper, get_hyper
+
+        return Hyper(self, self._sync(get_hyper(self.aio, hyper_id)))
+
     def list_runs(self, limit: int = 50) -> list[RunSummary]:
         return self._sync(self.aio.list_runs(limit))
 

@@ -410,6 +410,8 @@ async def status(run_id: int, as_json: bool) -> None:
     click.echo(f"  machine type: {st.spec.machine_type.name}")
     if st.spec.pipeline_id is not None:
         click.echo(f"  pipeline:     {st.spec.pipeline_id} (step {st.spec.pipeline_step})")
+    if st.spec.hyper_id is not None:
+        click.echo(f"  hyper search: {st.spec.hyper_id}")
     if st.spec.code.github_url:
         ref = f" @ {st.spec.code.ref}" if st.spec.code.ref else ""
         click.echo(f"  code:         {st.spec.code.github_url}{ref} ({st.spec.code.commit})")
@@ -481,6 +483,10 @@ from conjure.cli.pipeline_cmd import pipeline, rerun  # noqa: E402
 
 cli.add_command(rerun)
 cli.add_command(pipeline)
+
+from conjure.cli.hyper_cmd import hyper  # noqa: E402
+
+cli.add_command(hyper)
 
 # --- machines ---------------------------------------------------------------------------
 

@@ -12,18 +12,27 @@ from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.worker import Worker
 
+from conjure.activities.hyper import HyperActivities
 from conjure.activities.pipeline import PipelineActivities
 from conjure.activities.provider import ProviderActivities
 from conjure.infra.config import Settings
 from conjure.infra.pool_config import configure_pool
 from conjure.infra.temporal import make_client
 from conjure.workflows.counter import CounterWorkflow
+from conjure.workflows.hyper import HyperWorkflow
 from conjure.workflows.pipeline import PipelineWorkflow
 from conjure.workflows.pool import PoolWorkflow
 from conjure.workflows.run import RunWorkflow
 from conjure.workflows.stop_condition_workflow import StopConditionWorkflow
 
-WORKFLOWS = [RunWorkflow, PoolWorkflow, CounterWorkflow, PipelineWorkflow, StopConditionWorkflow]
+WORKFLOWS = [
+    RunWorkflow,
+    PoolWorkflow,
+    CounterWorkflow,
+    PipelineWorkflow,
+    StopConditionWorkflow,
+    HyperWorkflow,
+]
 
 
 def build_worker(client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:  # type: ignore[no-untyped-def]
@@ -31,7 +40,9 @@ def build_worker(client, settings: Settings, executor: ThreadPoolExecutor) -> Wo
         client,
         task_queue=settings.control_task_queue,
         workflows=WORKFLOWS,
-        activities=ProviderActivities(settings).all() + PipelineActivities(client, settings).all(),
+        activities=ProviderActivities(settings).all()
+        + PipelineActivities(client, settings).all()
+        + HyperActivities(settings).all(),
         activity_executor=executor,
     )
 

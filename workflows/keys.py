@@ -28,10 +28,15 @@ EXIT_CODE_MEMO = "conjure_exit_code"
 COUNTER_WORKFLOW_ID = "conjure-run-counter"
 POOL_WORKFLOW_ID = "conjure-pool"
 PIPELINE_COUNTER_WORKFLOW_ID = "conjure-pipeline-counter"
+HYPER_COUNTER_WORKFLOW_ID = "conjure-hyper-counter"
 
 
 def pipeline_workflow_id(pipeline_id: int) -> str:
     return f"pipeline-{pipeline_id}"
+
+
+def hyper_workflow_id(hyper_id: int) -> str:
+    return f"hyper-{hyper_id}"
 
 
 def run_workflow_id(run_id: int) -> str:

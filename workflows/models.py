@@ -104,6 +104,7 @@ class RunSpec(BaseModel):
     secrets_key: str | None = None  # secrets/<request id>.json: the real SECRET* values
     pipeline_id: int | None = None  # set on the runs of a pipeline
     pipeline_step: str = ""
+    hyper_id: int | None = None  # set on the runs of a hyperparameter search
 
 
 class RunOptions(BaseModel):

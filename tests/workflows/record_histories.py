@@ -4,11 +4,17 @@ Run against a live stack after a deliberate change to a workflow (one that old
 histories need not replay, else use `workflow.patched`):
 
     CONJURE_HOME=/tmp/rec .venv/bin/python -m tests.workflows.record_histories
+
+or record only some groups, leaving the other committed histories as they are:
+
+    CONJURE_HOME=/tmp/rec .venv/bin/python -m tests.workflows.record_histories hyper
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,9 +48,46 @@ async def run_control_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, s
     ]
 
 
+HYPER_TRAIN = """\
+import sys
+from conjure_metrics import send_metric
+for epoch in (1, 2, 3):
+    send_metric("val_acc", float(sys.argv[1]) * epoch / 3, step=epoch)
+"""
+
+
+async def hyper_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, str]]:
+    """A grid search of two runs ranked by the metric they log."""
+    from conjure.cli.hyper import start_hyper
+
+    cwd = cwd / "hyper"
+    cwd.mkdir()
+    (cwd / "train.py").write_text(HYPER_TRAIN)
+    for args in (["init", "-q"], ["add", "train.py"], ["commit", "-q", "-m", "train"]):
+        subprocess.run(["git", "-c", "user.name=r", "-c", "user.email=r@r", *args], cwd=cwd,
+                       check=True)  # fmt: skip
+    h = await start_hyper(
+        c, "grid", "python3 train.py :rate:", {"rate": [0.1, 0.3]}, parallel=1,
+        metric="val_acc", metric_agg="max", cwd=cwd,
+    )  # fmt: skip
+    await h.wait()
+    return [("hyper_grid", keys.hyper_workflow_id(h.id))]
+
+
+async def save(client, wanted: list[tuple[str, str]]) -> None:  # type: ignore[no-untyped-def]
+    for name, wf_id in wanted:
+        history = await client.get_workflow_handle(wf_id).fetch_history()
+        (HERE / f"{name}.json").write_text(history.to_json())
+        print(f"recorded {name} ({len(history.events)} events)")
+
+
 async def main() -> None:
     c = AsyncConjure()
     client = await c.client()
+    if sys.argv[1:] == ["hyper"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            await save(client, await hyper_histories(c, Path(tmp)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         first = await c.run("echo hello world! > foo.txt", cwd=Path(tmp))
         await first.wait()
@@ -65,16 +108,18 @@ async def main() -> None:
         )
         await pipeline.wait()
         extra = await run_control_histories(c, Path(tmp))
-    for name, wf_id in extra + [
-        ("run_complete", keys.run_workflow_id(first.id)),
-        ("run_failed_with_mount", keys.run_workflow_id(second.id)),
-        ("counter", keys.COUNTER_WORKFLOW_ID),
-        ("pool", keys.POOL_WORKFLOW_ID),
-        ("pipeline", keys.pipeline_workflow_id(pipeline.id)),
-    ]:
-        history = await client.get_workflow_handle(wf_id).fetch_history()
-        (HERE / f"{name}.json").write_text(history.to_json())
-        print(f"recorded {name} ({len(history.events)} events)")
+        extra += await hyper_histories(c, Path(tmp))
+    await save(
+        client,
+        extra
+        + [
+            ("run_complete", keys.run_workflow_id(first.id)),
+            ("run_failed_with_mount", keys.run_workflow_id(second.id)),
+            ("counter", keys.COUNTER_WORKFLOW_ID),
+            ("pool", keys.POOL_WORKFLOW_ID),
+            ("pipeline", keys.pipeline_workflow_id(pipeline.id)),
+        ],
+    )
 
 
 if __name__ == "__main__":

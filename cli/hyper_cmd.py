@@ -1,0 +1,237 @@
+"""`conjure hyper grid|random|bayes|status|stop`: parse, call the Python API
+(cli/hyper.py), print a table of the runs, best first."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import click
+
+from conjure.cli.env_cmds import env_options
+from conjure.cli.hyper import AsyncHyper, run_state_final, start_hyper
+from conjure.infra.config import get_settings
+from conjure.workflows.hyper_models import AGGS, HyperState, HyperStatus
+
+
+def aio(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def info(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _api() -> Any:
+    from conjure.cli.api import AsyncConjure
+
+    return AsyncConjure(get_settings())
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+def table_rows(st: HyperStatus) -> list[list[str]]:
+    """Header, then one row per run, best first."""
+    names = [p.name for p in st.params]
+    metric = f"{st.metric} ({st.metric_agg})" if st.metric else ""
+    rows = [["RUN", "STATE", *names] + ([metric] if metric else [])]
+    for r in st.ranked():
+        value = "-" if r.value is None else f"{r.value:.6g}"
+        row = [str(r.run_id) if r.run_id is not None else "-", r.state]
+        row += [r.params.get(n, "") for n in names]
+        rows.append(row + ([value] if metric else []))
+    return rows
+
+
+def format_table(st: HyperStatus) -> str:
+    rows = table_rows(st)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]  # fmt: skip
+    return "\n".join(lines)
+
+
+def headline(st: HyperStatus) -> str:
+    done = sum(1 for r in st.runs if run_state_final(r.state))
+    reason = f" ({st.reason})" if st.reason else ""
+    return (
+        f"Hyperparameter search {st.hyper_id} ({st.kind}): {st.state.value}, "
+        f"{done}/{st.planned} runs ended{reason}"
+    )
+
+
+def print_status(st: HyperStatus) -> None:
+    click.echo(headline(st))
+    click.echo(f"  command: {st.command}")
+    if st.metric:
+        best = "lowest" if st.goal == "min" else "highest"
+        click.echo(f"  metric:  {st.metric}, {st.metric_agg} of each run; best is {best}")
+    click.echo(format_table(st))
+
+
+async def follow(h: AsyncHyper) -> HyperStatus:
+    """Until the search ends: a live table on a terminal; elsewhere one line per run
+    whose state changes. Then the final table."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
+        with Live(console=Console(), auto_refresh=False) as live:
+            while True:
+                st = await h.status()
+                live.update(Text(headline(st) + "\n" + format_table(st)), refresh=True)
+                if st.state != HyperState.RUNNING:
+                    return await h.wait()
+                await asyncio.sleep(1.0)
+    seen: dict[int, str] = {}
+    while True:
+        st = await h.status()
+        for r in st.runs:
+            if r.run_id is not None and seen.get(r.index) != r.state:
+                seen[r.index] = r.state
+                values = ", ".join(f"{k}={v}" for k, v in r.params.items())
+                info(f"✨ run {r.run_id} ({values}): {r.state}")
+        if st.state != HyperState.RUNNING:
+            final = await h.wait()
+            print_status(final)
+            return final
+        await asyncio.sleep(1.0)
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def search_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The search's own flags plus the run flags every run of it gets."""
+    opts: list[Callable[[Any], Any]] = [
+        click.argument("command", nargs=-1, required=True),
+        click.option("-p", "--param", "params", multiple=True, required=True,
+                     metavar="NAME=VALUES",
+                     help="NAME=v1,v2,... or NAME=MIN:MAX[:linear|log|reverse_log[:float|int]]; "
+                     "the command names it as :NAME:. Repeatable."),
+        click.option("--metric", default="", metavar="NAME",
+                     help="The metric that ranks the runs (as the runs log it)."),
+        click.option("--metric-agg", default="last", show_default=True,
+                     type=click.Choice(AGGS), help="How a run's values make its one value."),
+        click.option("--goal", type=click.Choice(["max", "min"]),
+                     help="Which end of the metric is best (default: min for --metric-agg "
+                     "min, else max)."),
+        click.option("--parallel", type=click.IntRange(min=0), default=None,
+                     help="Runs at once (default: the pool's max_concurrent_runs; 0: no limit)."),
+        click.option("-b", "--background", is_flag=True,
+                     help="Print the search's id and return at once."),
+        # Run flags. TODO(run flags): replace these with the one shared definition of the
+        # run flags (cli/, issue 11) when it lands, so every `conjure run` flag works here.
+        click.option("-t", "--machine-type", help="Machine type of every run."),
+        click.option("-m", "--mount", "mounts", multiple=True, metavar="SRC[:DEST]",
+                     help="Mount a resource in every run."),
+        click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE",
+                     help="Set a variable in every run."),
+        click.option("--stop-condition", "stop_conditions", multiple=True,
+                     metavar='"NAME OP VALUE[ : K]"', help="Stop a run early (as `conjure run`)."),
+        env_options,
+    ]  # fmt: skip
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+async def _start(kind: str, command: tuple[str, ...], num_runs: int, seed: int | None,
+                 **kw: Any) -> None:  # fmt: skip
+    from conjure.cli.main import _parse_env, _say_started
+
+    c = _api()
+    background = kw.pop("background")
+    env = _parse_env(kw.pop("env"))
+    c.machine_type(kw.get("machine_type"))  # unknown type: exit 2 before anything starts
+    h = await start_hyper(
+        c, kind, " ".join(command), list(kw.pop("params")), num_runs=num_runs, seed=seed,
+        env=env, warn=lambda w: info(f"⚠️  {w}"), **kw,
+    )  # fmt: skip
+    _say_started(c)
+    st = await h.status(live=False)
+    info(f"💫 Hyperparameter search #{h.id}: {st.planned} runs ({kind})")
+    if background:
+        click.echo(h.id)
+        return
+    info(f"✨ Stop following with ^C (the search goes on; `conjure hyper status {h.id}`)")
+    try:
+        final = await follow(h)
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    sys.exit(0 if final.state == HyperState.COMPLETE else 1)
+
+
+@click.group()
+def hyper() -> None:
+    """Hyperparameter searches: many runs of one command, ranked by a metric.
+
+    `conjure hyper grid -p rate=0.001,0.01 -p layers=2,3 --metric val_acc
+    "python train.py --rate :rate: --layers :layers:"`"""
+
+
+@hyper.command(name="grid", context_settings={"allow_interspersed_args": False})
+@search_options
+@aio
+async def hyper_grid(command: tuple[str, ...], **kw: Any) -> None:
+    """One run for every combination of the --param values."""
+    await _start("grid", command, 0, None, **kw)
+
+
+@hyper.command(name="random", context_settings={"allow_interspersed_args": False})
+@search_options
+@click.option("-n", "--num-runs", type=click.IntRange(min=1), required=True,
+              help="How many runs, each with values drawn at random.")  # fmt: skip
+@click.option("--seed", type=click.IntRange(min=1), help="Make the draws repeatable.")
+@aio
+async def hyper_random(
+    command: tuple[str, ...], num_runs: int, seed: int | None, **kw: Any
+) -> None:
+    """NUM_RUNS runs, each with values drawn at random from the --param lists and ranges."""
+    await _start("random", command, num_runs, seed, **kw)
+
+
+@hyper.command(name="bayes", context_settings={"allow_interspersed_args": False})
+@search_options
+@click.option("-n", "--num-runs", type=click.IntRange(min=1), required=True,
+              help="How many runs in all.")  # fmt: skip
+@click.option("--seed", type=click.IntRange(min=1), help="Seed of the sampler.")
+@aio
+async def hyper_bayes(command: tuple[str, ...], num_runs: int, seed: int | None, **kw: Any) -> None:
+    """NUM_RUNS runs whose values Optuna's TPE sampler chooses from the results so far
+    (needs Optuna on the control worker: pip install 'conjure[bayes]')."""
+    await _start("bayes", command, num_runs, seed, **kw)
+
+
+@hyper.command(name="status")
+@click.argument("hyper_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@aio
+async def hyper_status(hyper_id: int, as_json: bool) -> None:
+    """Show search HYPER_ID: its runs, their values and metric, best first."""
+    st = await AsyncHyper(_api(), hyper_id).status()
+    if as_json:
+        data = st.model_dump(mode="json")
+        data["ranked"] = [r.model_dump(mode="json") for r in st.ranked()]
+        click.echo(json.dumps(data, indent=2))
+        return
+    print_status(st)
+
+
+@hyper.command(name="stop")
+@click.argument("hyper_id", type=int)
+@aio
+async def hyper_stop(hyper_id: int) -> None:
+    """Stop search HYPER_ID: its running runs are stopped, no new run starts."""
+    await AsyncHyper(_api(), hyper_id).stop()
+    info(f"stopping hyperparameter search {hyper_id}")
