@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 from conjure.infra.config import Settings
 from conjure.infra.metrics import read_metrics
 from conjure.infra.store import Store, open_store
+from conjure.workflows.activity_defs import HyperActivityDefs
 from conjure.workflows.hyper_models import (
     HyperMetricInput,
     HyperMetricResult,
@@ -27,7 +28,7 @@ from conjure.workflows.hyper_models import (
 )
 
 
-class HyperActivities:
+class HyperActivities(HyperActivityDefs):
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self._store = store
@@ -48,9 +49,6 @@ class HyperActivities:
     @activity.defn(name="hyper_suggest")
     def hyper_suggest(self, inp: HyperSuggestInput) -> HyperSuggestResult:
         return HyperSuggestResult(params=suggest(inp))
-
-    def all(self) -> list:
-        return [self.hyper_metric, self.hyper_suggest]
 
 
 def _distribution(p: HyperParam, optuna: Any) -> Any:

@@ -16,6 +16,12 @@ from typing import Any
 
 from temporalio import activity
 
+from conjure.workflows.hyper_models import (
+    HyperMetricInput,
+    HyperMetricResult,
+    HyperSuggestInput,
+    HyperSuggestResult,
+)
 from conjure.workflows.models import (
     AllocateInput,
     AllocateResult,
@@ -121,4 +127,16 @@ class PipelineActivityDefs(_Defs):
 
     @activity.defn(name="allocate_run_id")
     async def allocate_run_id(self, inp: AllocateInput) -> AllocateResult:
+        raise NotImplementedError
+
+
+class HyperActivityDefs(_Defs):
+    """Control-queue activities of hyperparameter searches."""
+
+    @activity.defn(name="hyper_metric")
+    def hyper_metric(self, inp: HyperMetricInput) -> HyperMetricResult:
+        raise NotImplementedError
+
+    @activity.defn(name="hyper_suggest")
+    def hyper_suggest(self, inp: HyperSuggestInput) -> HyperSuggestResult:
         raise NotImplementedError

@@ -25,22 +25,21 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from conjure.workflows import keys
+    from conjure.workflows.activity_defs import HyperActivityDefs, PipelineActivityDefs
     from conjure.workflows.hyper_models import (
         HyperInput,
         HyperMetricInput,
-        HyperMetricResult,
         HyperRun,
         HyperState,
         HyperStatus,
         HyperSuggestInput,
-        HyperSuggestResult,
         HyperTrial,
         check_search,
         grid,
         sample_all,
         substitute,
     )
-    from conjure.workflows.models import AllocateInput, AllocateResult, RunInput, RunState
+    from conjure.workflows.models import AllocateInput, RunInput, RunState
     from conjure.workflows.run import RunWorkflow
 
 CONTROL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
@@ -131,8 +130,8 @@ class HyperWorkflow:
         return self.st
 
     async def _suggest(self) -> dict[str, str]:
-        out = await workflow.execute_activity(
-            "hyper_suggest",
+        out = await workflow.execute_activity_method(
+            HyperActivityDefs.hyper_suggest,
             HyperSuggestInput(
                 params=self.inp.params,
                 goal=self.inp.goal,
@@ -141,7 +140,6 @@ class HyperWorkflow:
                     HyperTrial(params=r.params, value=r.value, done=r.done) for r in self.st.runs
                 ],
             ),
-            result_type=HyperSuggestResult,
             start_to_close_timeout=timedelta(minutes=5),
             retry_policy=CONTROL_RETRY,
         )
@@ -152,10 +150,9 @@ class HyperWorkflow:
         info = workflow.info()
         request_id = f"{info.workflow_id}/{info.run_id}/{run.index}"
         try:
-            alloc = await workflow.execute_activity(
-                "allocate_run_id",
+            alloc = await workflow.execute_activity_method(
+                PipelineActivityDefs.allocate_run_id,
                 AllocateInput(request_id=request_id),
-                result_type=AllocateResult,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=CONTROL_RETRY,
             )
@@ -191,12 +188,11 @@ class HyperWorkflow:
                 run.state, run.reason = RunState.FAILED.value, str(e.cause or e)
             if inp.metric:
                 try:
-                    m = await workflow.execute_activity(
-                        "hyper_metric",
+                    m = await workflow.execute_activity_method(
+                        HyperActivityDefs.hyper_metric,
                         HyperMetricInput(
                             run_id=alloc.run_id, metric=inp.metric, agg=inp.metric_agg
                         ),
-                        result_type=HyperMetricResult,
                         start_to_close_timeout=timedelta(minutes=5),
                         retry_policy=RetryPolicy(maximum_attempts=5),
                     )

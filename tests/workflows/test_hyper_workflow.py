@@ -14,6 +14,7 @@ import asyncio
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,34 @@ async def test_stop_stops_running_runs_and_starts_no_more(env: WorkflowEnvironme
         st2 = await handle.result()  # type: ignore[attr-defined]
     assert [r.params for r in st2.runs] == [r.params for r in st.runs]
     assert len({r.params["a"] for r in st2.runs}) == 6
+
+
+async def test_bayes_asks_optuna_for_each_run(env: WorkflowEnvironment) -> None:
+    """The real `hyper_suggest` activity (Optuna) chooses each run's values from the
+    results so far; the runs and their metric are the stand-ins."""
+    from conjure.activities.hyper import HyperActivities
+    from conjure.infra.config import Settings
+
+    fakes = Fakes()
+    inp = search("bayes", ["a=1:9", "b=1,2"], "score :a: :b: 60", num_runs=4, parallel=2,
+                 seed=5)  # fmt: skip
+    queue = f"hyper-{uuid.uuid4().hex}"
+    executor = ThreadPoolExecutor(max_workers=2)
+    worker = Worker(
+        env.client,
+        task_queue=queue,
+        workflows=[HyperWorkflow, StubRunWorkflow],
+        activities=[fakes.allocate_run_id, fakes.stub_started, fakes.stub_ended,
+                    fakes.hyper_metric, HyperActivities(Settings()).hyper_suggest],
+        activity_executor=executor,
+    )  # fmt: skip
+    async with worker:
+        st = await env.client.execute_workflow(
+            HyperWorkflow.run, inp, id=f"hyper-{uuid.uuid4().hex}", task_queue=queue
+        )
+    assert st.state == HyperState.COMPLETE, st
+    assert len(st.runs) == 4 and fakes.most_active == 2
+    for r in st.runs:
+        assert 1 <= float(r.params["a"]) <= 9 and r.params["b"] in ("1", "2")
+        assert r.value == float(r.params["a"]) * float(r.params["b"])
+    assert st.best is not None and st.best.value == max(r.value or 0 for r in st.runs)
