@@ -4,30 +4,18 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from conjure.cli.env_cmds import env_options
 from conjure.cli.hyper import AsyncHyper, run_state_final, start_hyper
+from conjure.cli.pipeline_cmd import aio, info  # the CLI's shared helpers (cli/ is being split)
 from conjure.infra.config import get_settings
 from conjure.workflows.hyper_models import AGGS, HyperState, HyperStatus
-
-
-def aio(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
-
-
-def info(msg: str) -> None:
-    click.echo(msg, err=True)
 
 
 def _api() -> Any:
