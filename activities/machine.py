@@ -47,6 +47,7 @@ from conjure.activities.run_control import (
 from conjure.infra import env_build
 from conjure.infra.base_image import ensure_base_image
 from conjure.infra.config import Settings
+from conjure.infra.installation import installation_id
 from conjure.infra.logs import LogWriter, RateLimiter, stored_until
 from conjure.infra.metrics import MetricsPump, Point, ensure_file
 from conjure.infra.providers.local import MACHINE_LABEL
@@ -279,6 +280,7 @@ class MachineActivities(MachineActivityDefs):
                         ca_bundle=self.settings.ca_bundle_path,
                         work_dir=self.dir / "cache" / "env",
                         log=log,
+                        installation=installation_id(self.store),
                     )
             except env_build.EnvError as e:
                 raise ApplicationError(

@@ -76,12 +76,15 @@ def register_env_commands(cli: click.Group, api_factory: Callable[[], Any]) -> N
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
     def images(ctx: click.Context, as_json: bool) -> None:
-        """List Conjure's cached environment and framework images on this Docker engine."""
+        """List this installation's cached environment and framework images on this
+        Docker engine (another installation's on the same engine are not shown)."""
         if ctx.invoked_subcommand is not None:
             return
         from conjure.infra import env_build
+        from conjure.infra.installation import installation_id
 
-        found = env_build.list_images(_docker(api_factory))
+        api = api_factory()
+        found = env_build.list_images(_docker(api_factory), installation_id(api.store))
         if as_json:
             click.echo(json.dumps([i.__dict__ for i in found], indent=2))
             return
@@ -100,10 +103,14 @@ def register_env_commands(cli: click.Group, api_factory: Callable[[], Any]) -> N
     @images.command()
     @click.argument("tags", nargs=-1)
     def prune(tags: tuple[str, ...]) -> None:
-        """Remove cached environment images (all of them, or the TAGS given)."""
+        """Remove this installation's cached environment images (all of them, or the
+        TAGS given); another installation's are never touched."""
         from conjure.infra import env_build
+        from conjure.infra.installation import installation_id
 
-        removed, kept = env_build.prune_images(_docker(api_factory), list(tags) or None)
+        removed, kept = env_build.prune_images(
+            _docker(api_factory), list(tags) or None, installation_id(api_factory().store)
+        )
         for t in removed:
             click.echo(f"removed {t}")
         for t in kept:

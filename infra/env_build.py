@@ -37,6 +37,7 @@ from conjure.workflows.models import EnvSpec
 IMAGE_LABEL = "org.conjure.env"  # value: env or framework
 FRAMEWORK_LABEL = "org.conjure.framework"
 SPEC_LABEL = "org.conjure.spec"
+INSTALLATION_LABEL = "org.conjure.installation"  # infra/installation.py
 CA_PATH = "/usr/local/share/conjure/ca-bundle.crt"
 PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 MICROMAMBA_URL = "https://micro.mamba.pm/api/micromamba/linux-64/latest"
@@ -358,8 +359,11 @@ def ensure_environment(
     ca_bundle: pathlib.Path | None = None,
     work_dir: pathlib.Path,
     log: Log,
+    installation: str = "",
 ) -> EnvOutcome:
-    """Make the run's image present on this machine: cached, pulled or built."""
+    """Make the run's image present on this machine: cached, pulled or built.
+    Built images are labelled with the installation id (`conjure images` lists its own)."""
+    owner = {INSTALLATION_LABEL: installation} if installation else {}
     if spec.docker_image:
         base = spec.docker_image
         if not image_exists(client, base):
@@ -404,7 +408,7 @@ def ensure_environment(
                     plan_build(requirements="\n".join(spec.framework_pip) + "\n", ca_bundle=ca),
                     tag=parent,
                     from_image=base,
-                    labels={IMAGE_LABEL: "framework", FRAMEWORK_LABEL: spec.framework},
+                    labels={IMAGE_LABEL: "framework", FRAMEWORK_LABEL: spec.framework, **owner},
                     log=log,
                     work_dir=work_dir,
                 )
@@ -424,7 +428,7 @@ def ensure_environment(
                 ),
                 tag=final,
                 from_image=parent,
-                labels={IMAGE_LABEL: "env", FRAMEWORK_LABEL: spec.framework},
+                labels={IMAGE_LABEL: "env", FRAMEWORK_LABEL: spec.framework, **owner},
                 log=log,
                 work_dir=work_dir,
             )
@@ -458,9 +462,12 @@ class ImageInfo:
     created: str
 
 
-def list_images(client: docker.DockerClient) -> list[ImageInfo]:
+def list_images(client: docker.DockerClient, installation: str | None = None) -> list[ImageInfo]:
+    """Conjure's environment and framework images; with `installation`, only the ones
+    that installation built (another installation's on the same engine are left out)."""
     out = []
-    for img in client.images.list(filters={"label": IMAGE_LABEL}):
+    wanted = [IMAGE_LABEL] + ([f"{INSTALLATION_LABEL}={installation}"] if installation else [])
+    for img in client.images.list(filters={"label": wanted}):
         labels = img.labels or {}
         out.append(
             ImageInfo(
@@ -477,14 +484,15 @@ def list_images(client: docker.DockerClient) -> list[ImageInfo]:
 
 
 def prune_images(
-    client: docker.DockerClient, only: list[str] | None = None
+    client: docker.DockerClient, only: list[str] | None = None, installation: str | None = None
 ) -> tuple[list[str], list[str]]:
-    """Remove Conjure's environment images (all, or the tags in `only`).
+    """Remove Conjure's environment images (all, or the tags in `only`), with
+    `installation` only that installation's.
 
     Returns (removed, kept-because-in-use). The base image is never removed here.
     """
     removed, kept = [], []
-    for info in list_images(client):
+    for info in list_images(client, installation):
         for tag in info.tags or [info.id]:
             if only is not None and tag not in only:
                 continue
