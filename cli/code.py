@@ -19,6 +19,14 @@ from conjure.infra.errors import ConjureError
 from conjure.infra.store import Store, StoreError
 from conjure.workflows.models import CodeSpec
 
+UNTRACKED = "untracked file(s)"
+
+
+def asks_about_files(warning: str) -> bool:
+    """A warning Spell asked as a question (untracked files left out), which
+    `conjure run -f/--force` skips."""
+    return f" {UNTRACKED} " in warning
+
 
 @dataclass
 class Packaged:
@@ -79,7 +87,7 @@ def package_code(
             f" and {len(untracked) - 10} more" if len(untracked) > 10 else ""
         )
         out.warnings.append(
-            f"{len(untracked)} untracked file(s) will not be in the run: {shown} (git add them to include them)"
+            f"{len(untracked)} {UNTRACKED} will not be in the run: {shown} (git add them to include them)"
         )
 
     patch = _git(root, "diff", "HEAD", "--binary").stdout

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from conjure.cli.api import AsyncConjure, AsyncRun, RunSummary
+from conjure.cli.code import asks_about_files
 from conjure.cli.env_cmds import env_options, register_env_commands
 from conjure.cli.resources import mount_note
 from conjure.cli.resources import register as register_resources
@@ -178,6 +179,10 @@ def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--github-url", metavar="URL", help="Take the code from this git repository.")
 @click.option("--github-ref", metavar="REF", help="Branch, tag or commit of --github-url.")
 @click.option("--commit-ref", metavar="REF", help="Take the code from this local commit.")
+@click.option(
+    "-f", "--force", is_flag=True,
+    help="Ask nothing about uncommitted or untracked files (Spell's `run -f`).",
+)  # fmt: skip
 @env_options
 @click.option(
     "--stop-condition", "stop_conditions", multiple=True, metavar='"NAME OP VALUE[ : K]"',
@@ -195,18 +200,24 @@ async def run(
     github_url: str | None = None,
     github_ref: str | None = None,
     commit_ref: str | None = None,
+    force: bool = False,
     **env_flags: Any,
 ) -> None:
     """Run COMMAND on a machine: `conjure run "python train.py"`."""
     c = _api()
     envs = _parse_env(env)
     c.machine_type(machine_type)  # unknown type: exit 2 before anything starts
+
+    def warn(w: str) -> None:
+        if not (force and asks_about_files(w)):
+            info(f"⚠️  {w}")
+
     handle = await c.run(
         " ".join(command),
         machine_type=machine_type,
         mounts=mounts,
         env=envs,
-        warn=lambda w: info(f"⚠️  {w}"),
+        warn=warn,
         github_url=github_url,
         github_ref=github_ref,
         commit_ref=commit_ref,
@@ -247,6 +258,9 @@ async def follow_run(run: AsyncRun) -> RunStatus:
         after = [p for p in pairs if p[0].state not in _BEFORE_OUTPUT]
         for prev, change in pairs:
             if prev.state in _BEFORE_OUTPUT:
+                if prev.state == RunState.BUILDING:  # the build's lines belong before its end
+                    for line in reader.poll(phases=("build",)):
+                        _emit_log(line)
                 _print_transition(st, prev.state, change.state)
         for line in reader.poll():
             _emit_log(line)

@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from conjure.infra.secrets import redact as redact_values
@@ -28,6 +28,13 @@ class LogLine:
     t: int
     stream: str  # "o" stdout, "e" stderr, "c" conjure
     text: str
+    phase: str = ""  # "build", "run" (the program's own lines), "push"; "" if unknown
+
+
+def chunk_phase(key: str) -> str:
+    """The phase of a log chunk `logs/N/<time>-<phase>.jsonl`."""
+    name = key.rsplit("/", 1)[-1].removesuffix(".jsonl")
+    return name.split("-", 1)[1] if "-" in name else ""
 
 
 class RateLimiter:
@@ -215,8 +222,12 @@ class LogReader:
         """The name of the last chunk read: a later reader continues from it."""
         return self.last.rsplit("/", 1)[-1] if self.last else self.after
 
-    def poll(self, max_chunks: int = 0) -> Iterator[LogLine]:
-        """The lines of chunks not read yet (at most max_chunks of them when > 0)."""
+    def poll(
+        self, max_chunks: int = 0, phases: Collection[str] | None = None
+    ) -> Iterator[LogLine]:
+        """The lines of chunks not read yet (at most max_chunks of them when > 0); with
+        `phases`, only chunks of those phases (the others are left for a later poll,
+        so do not take `cursor` from a reader polled by phase)."""
         try:
             entries = self.store.ls(self.prefix)
         except Exception:
@@ -225,7 +236,10 @@ class LogReader:
         names = sorted(
             e.key
             for e in entries
-            if e.key.endswith(".jsonl") and e.key not in self.seen and e.key > after
+            if e.key.endswith(".jsonl")
+            and e.key not in self.seen
+            and e.key > after
+            and (phases is None or chunk_phase(e.key) in phases)
         )
         self.left = max(0, len(names) - max_chunks) if max_chunks > 0 else 0
         for key in names[:max_chunks] if max_chunks > 0 else names:
@@ -237,12 +251,13 @@ class LogReader:
                 return
             self.seen.add(key)
             self.last = max(self.last, key)
+            phase = chunk_phase(key)
             for raw in data.decode(errors="replace").splitlines():
                 try:
                     obj = json.loads(raw)
                 except ValueError:
                     continue
-                yield LogLine(int(obj.get("t", 0)), obj.get("s", "o"), obj.get("l", ""))
+                yield LogLine(int(obj.get("t", 0)), obj.get("s", "o"), obj.get("l", ""), phase)
 
 
 def stored_until(store: Store, run_id: int, phase: str, max_chunks: int = 200) -> dict[str, int]:

@@ -269,6 +269,12 @@ def gpu_sample() -> tuple[float, float] | None:
 Forwarder = Callable[[list[Point]], bool]
 
 
+# During a run's first minute hardware metrics are sampled at least this often, so a
+# run of a few seconds has some; afterwards every `hardware_metrics_seconds`.
+EARLY_SECONDS = 60.0
+EARLY_SAMPLE_SECONDS = 2.0
+
+
 @dataclass
 class MetricsPump:
     """Tails a run's metrics file and samples hardware; stores and forwards points.
@@ -355,7 +361,10 @@ class MetricsPump:
         return points, self.offset + end + 1
 
     def _hardware(self) -> list[Point]:
-        if self.sample is None or time.monotonic() - self._last_sample < self.sample_every:
+        every = self.sample_every
+        if time.monotonic() - self._started < EARLY_SECONDS:
+            every = min(every, EARLY_SAMPLE_SECONDS)  # a short run still gets its figures
+        if self.sample is None or time.monotonic() - self._last_sample < every:
             return []
         self._last_sample = time.monotonic()
         try:

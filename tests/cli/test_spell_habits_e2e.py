@@ -27,6 +27,10 @@ def test_python_and_pip_on_the_base_and_built_images(
     r = conjure("run", "--pip", "six", f"python -c 'import six' && {PY}", cwd=tmp_path)
     assert r.code == 0, r
     assert r.out.splitlines()[0] == "3"
+    # The build's lines (built, or found cached) come before the run's start.
+    assert (
+        r.err.index("[conjure] ") < r.err.index("Building… done") < r.err.index("Run is running")
+    ), r.err
     image = status(run_id_of(r.err))["image"]
     inside = subprocess.run(
         ["docker", "run", "--rm", "--entrypoint", "sh", image, "-c", "command -v python; command -v pip"],
@@ -75,3 +79,19 @@ def test_run_is_a_git_checkout_and_its_diff_downloadable(
     assert conjure("rm", key).code == 2  # readable, never removable
     missing = conjure("diff", "999999")
     assert missing.code == 1 and "does not exist" in missing.err and "Traceback" not in missing.err
+
+
+def test_force_asks_nothing_about_untracked_files(conjure_stack: Settings, tmp_path: Path) -> None:
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "a.txt").write_text("a\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "a")
+    (repo / "scratch.txt").write_text("untracked\n")
+    (repo / "a.txt").write_text("changed\n")
+    asked = conjure("run", "cat a.txt", cwd=repo)
+    assert asked.code == 0 and "untracked file(s)" in asked.err, asked
+    forced = conjure("run", "-f", "cat a.txt", cwd=repo)
+    assert forced.code == 0 and forced.out == "changed\n", forced
+    assert "untracked" not in forced.err and "⚠️" not in forced.err, forced
