@@ -222,9 +222,7 @@ class LogReader:
         """The name of the last chunk read: a later reader continues from it."""
         return self.last.rsplit("/", 1)[-1] if self.last else self.after
 
-    def poll(
-        self, max_chunks: int = 0, phases: Collection[str] | None = None
-    ) -> Iterator[LogLine]:
+    def poll(self, max_chunks: int = 0, phases: Collection[str] | None = None) -> Iterator[LogLine]:
         """The lines of chunks not read yet (at most max_chunks of them when > 0); with
         `phases`, only chunks of those phases (the others are left for a later poll,
         so do not take `cursor` from a reader polled by phase)."""
