@@ -11,7 +11,8 @@ table between the `bench:begin`/`bench:end` markers of README.md with this outpu
 
 Parts: startup (conjure --help), run (warm and new machine), control (stop, kill),
 logs (follow latency), ls (10,000 runs), store (local small files), s3 (large
-upload), throughput (60 runs at limit 4), lease (pool lease rate, 1/2/4 shards).
+upload), throughput (60 runs at limit 4), lease (pool lease rate, 1/2/4 shards),
+cost (history events and actions per run: a second table, no baseline).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ import lease_rate
 import log_follow
 import ls_scale
 import run_control
+import run_cost
 import run_latency
 import throughput
 from common import REPO, Row, bench_stack, load_note, markdown
 
-PARTS = ["startup", "run", "control", "logs", "ls", "store", "s3", "throughput", "lease"]
+PARTS = ["startup", "run", "control", "logs", "ls", "store", "s3", "throughput", "lease", "cost"]
 
 
 def main() -> None:
@@ -51,6 +53,7 @@ def main() -> None:
     reps = 3 if q else 9
 
     rows: list[Row] = []
+    cost_table = ""
     started = time.time()
     loads = [load_note()]
 
@@ -67,6 +70,9 @@ def main() -> None:
                 done(run_latency.measure(settings, work, reps))
             if "control" in parts:
                 done(run_control.measure(settings, work, 3 if q else 5))
+            if "cost" in parts:
+                cost_table = run_cost.table(run_cost.measure(settings, work, 3 if q else 5))
+                print(cost_table, file=sys.stderr, flush=True)
             if "logs" in parts:
                 done([log_follow.measure(settings, work, 20 if q else 40, 3 if q else 5)])
             if "ls" in parts:  # last: it leaves thousands of open workflows behind
@@ -89,6 +95,10 @@ def main() -> None:
         + (f" --only {args.only}" if args.only else "")
     )
     table = markdown(rows)
+    if cost_table:
+        table += (
+            '\n\nPer run, in Temporal (`conjure run "echo hi"` on a warm machine):\n\n' + cost_table
+        )
     footer = (
         f"\n\n`{cmd}`, {when}, {time.time() - started:.0f} s, {platform.machine()}, "
         f"Python {platform.python_version()}; machine load while it ran: "
