@@ -168,35 +168,52 @@ class AsyncRun:
     async def _signal(self, name: str, req: StopRequest) -> RunStatus:
         """Signal the run's workflow (from any machine that reaches the server);
         returns the status it had. A finished run is a ConjureError."""
-        st = await self.status()
-        if st.state.final:
+        handle = await self._handle()
+
+        async def send() -> bool:
+            try:
+                await handle.signal(name, req)
+                return True
+            except RPCError as e:
+                if e.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                return False  # no such run, or it has finished
+
+        # The signal and the status query at once: a kill waits for one round trip.
+        st, sent = await asyncio.gather(self.status(), send())
+        if not sent:
+            if not st.state.final:
+                st = await self.status()  # it finished between the query and the signal
             raise ConjureError(f"run {self.id} is already {st.state.value}")
-        try:
-            await (await self._handle()).signal(name, req)
-        except RPCError as e:
-            if e.status != RPCStatusCode.NOT_FOUND:
-                raise
-            st = await self.status()  # it finished between the query and the signal
-            raise ConjureError(f"run {self.id} is already {st.state.value}") from None
         return st
 
     def metric_series(self) -> dict[str, list[Point]]:
         """Every metric the run logged (its own and the hardware's), by name, in order."""
         return read_metrics(self._c.store, self.id)
 
-    async def logs(self, follow: bool = False, poll: float = 0.2) -> AsyncIterator[LogLine]:
+    async def logs(
+        self, follow: bool = False, poll: float = 0.1, status_every: float = 1.0
+    ) -> AsyncIterator[LogLine]:
+        """The run's log; with follow, new lines as they are stored until the run ends
+        (the store is read every `poll` seconds, the run's state every `status_every`)."""
         await self.status()  # unknown run: a clear error
         reader = LogReader(self._c.store, self.id)
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         while True:
+            if follow:
+                reader.follow()  # the run's writer flushes at its fastest
             for line in reader.poll():
                 yield line
             if not follow:
                 return
-            st = await self.status()
-            if st.state.final:
-                for line in reader.poll():
-                    yield line
-                return
+            if loop.time() - checked >= status_every:
+                checked = loop.time()
+                st = await self.status()
+                if st.state.final:
+                    for line in reader.poll():
+                        yield line
+                    return
             await asyncio.sleep(poll)
 
     async def diff(self) -> bytes | None:
@@ -556,8 +573,9 @@ class AsyncConjure:
         stop_conditions: Sequence[StopCondition] = (),
     ) -> AsyncRun:
         client = await self.client()
-        await self.ensure_pool()
-        run_id = await self.allocate_run_id(spec.request_id)
+        # Two round trips at once: the pool exists (and has this client's settings)
+        # before the run is started, the run id comes from the counter.
+        _, run_id = await asyncio.gather(self.ensure_pool(), self.allocate_run_id(spec.request_id))
         try:
             await client.start_workflow(
                 RunWorkflow.run,

@@ -250,6 +250,7 @@ async def follow_run(run: AsyncRun) -> RunStatus:
     reader = LogReader(run._c.store, run.id)
     shown = 1  # the Requested entry is implicit in "Casting run"
     while True:
+        reader.follow()  # the run's writer flushes at its fastest
         st = await run.status()
         pairs = list(zip(st.timeline[shown - 1 :], st.timeline[shown:], strict=False))
         shown = len(st.timeline)
