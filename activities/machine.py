@@ -51,7 +51,7 @@ from conjure.infra.installation import installation_id
 from conjure.infra.logs import LogWriter, RateLimiter, stored_until
 from conjure.infra.metrics import MetricsPump, Point, ensure_file
 from conjure.infra.providers.local import MACHINE_LABEL
-from conjure.infra.secrets import load_secrets
+from conjure.infra.secrets import load_secrets, shell_exports
 from conjure.infra.store import Store, StoreError
 from conjure.workflows.activity_defs import MachineActivityDefs
 from conjure.workflows.models import (
@@ -80,6 +80,11 @@ RUN_LABEL = "org.conjure.run"
 IMAGE_LABEL = "org.conjure.env"
 # Bound read-write into every run: the metrics file and the helper module's folder.
 CONTAINER_META = "/run/conjure"
+# A run's secret values: a file of `export NAME='value'` lines the wrapper sources, kept
+# on the host's tmpfs and bound read-only, so they never sit in the container's config
+# (`docker inspect`) nor on a disk.
+CONTAINER_SECRETS = "/run/conjure-secrets.sh"
+SECRETS_TMPFS = Path("/dev/shm")
 
 # The command runs under Docker's init (tini, PID 1: reaps zombies, forwards signals)
 # and this shell, which runs it in its own session and passes SIGTERM/SIGINT on to that
@@ -91,6 +96,7 @@ CONTAINER_META = "/run/conjure"
 # command of a `a; b` line does not start. Images without `python`/`pip` but with
 # `python3` get them from the shims in CONTAINER_META/bin, last on PATH.
 RUN_WRAPPER = r"""
+if [ -r /run/conjure-secrets.sh ]; then . /run/conjure-secrets.sh; fi
 export PATH="${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}:/run/conjure/bin"
 setsid sh -c 'trap "exit \$?" TERM INT; '"$1" &
 child=$!
@@ -190,8 +196,14 @@ class MachineActivities(MachineActivityDefs):
             checkout(self._cached_code(code.git_key), repo_root, code.commit, code.branch)
         elif code.archive_key:  # a run submitted before runs were git checkouts
             archive = self._cached_code(code.archive_key)
-            with tarfile.open(archive) as tar:
-                tar.extractall(repo_root, filter="data")
+            try:
+                with tarfile.open(archive) as tar:
+                    tar.extractall(repo_root, filter="data")
+            except (tarfile.FilterError, tarfile.ReadError) as e:
+                # Retrying cannot fix the archive: fail at once, saying it is the code.
+                raise _user_error(
+                    f"the code archive {code.archive_key} cannot be unpacked: {e}", "BadCode"
+                ) from None
         if code.patch_key:
             patch = self._cached_code(code.patch_key)
             proc = subprocess.run(
@@ -378,6 +390,7 @@ class MachineActivities(MachineActivityDefs):
         finally:
             pump.close()
             writer.close()
+        self._drop_secrets(inp.run_id)  # the wrapper read them when it started
         container.reload()
         state = container.attrs.get("State", {})
         result = ExecuteResult(
@@ -465,13 +478,17 @@ class MachineActivities(MachineActivityDefs):
             else Mount(b.container, b.host, type="bind", read_only=b.read_only)
             for i, b in enumerate(inp.binds)
         ]
+        if secrets:
+            mounts.append(
+                Mount(CONTAINER_SECRETS, str(self._write_secrets(inp.run_id, secrets)),
+                      type="bind", read_only=True)
+            )  # fmt: skip
         env = {
             "CONJURE_RUN_ID": str(inp.run_id),
             "CONJURE_MACHINE_ID": self.machine_id,
             "PYTHONUNBUFFERED": "1",
             "CONJURE_METRICS_FILE": f"{CONTAINER_META}/metrics.jsonl",
-            **inp.spec.env,
-            **(secrets or {}),
+            **{k: v for k, v in inp.spec.env.items() if k not in (secrets or {})},
         }
         # The helper module is importable in every run, after the user's own path.
         env["PYTHONPATH"] = ":".join(
@@ -509,6 +526,22 @@ class MachineActivities(MachineActivityDefs):
             raise _user_error(f"image {inp.image} is not on this machine", "NoImage") from None
         c.start()
         return c
+
+    def secrets_file(self, run_id: int) -> Path:
+        base = SECRETS_TMPFS if SECRETS_TMPFS.is_dir() else self.dir / "secrets"
+        return base / f"conjure-{self.machine_id}-secrets" / f"run-{run_id}.sh"
+
+    def _write_secrets(self, run_id: int, secrets: dict[str, str]) -> Path:
+        path = self.secrets_file(run_id)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)  # the folder guards it on the host
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "w") as f:  # readable in the container by a non-root user
+            f.write(shell_exports(secrets))
+        return path
+
+    def _drop_secrets(self, run_id: int) -> None:
+        self.secrets_file(run_id).unlink(missing_ok=True)
 
     def _follow(self, container_id: str, stream: str, since_ns: int, writer: LogWriter) -> None:
         kwargs: dict[str, object] = {}
@@ -608,6 +641,7 @@ class MachineActivities(MachineActivityDefs):
         except docker.errors.NotFound:
             pass
         remove_volumes(self.docker, {MACHINE_LABEL: self.machine_id, RUN_LABEL: str(inp.run_id)})
+        self._drop_secrets(inp.run_id)
         shutil.rmtree(self.run_dir(inp.run_id), ignore_errors=True)
 
 

@@ -32,6 +32,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from conjure.cli import listing, resources
+from conjure.cli.checks import check_value, check_values
 from conjure.cli.code import package_code, package_github, run_diff
 from conjure.cli.listing import RunFilter, RunsPage, RunSummary
 from conjure.cli.mounts import parse_mount
@@ -283,6 +284,7 @@ class AsyncConjure:
         return self._client
 
     def machine_type(self, name: str | None) -> MachineType:
+        check_value("machine_type", name)  # '' is a mistake, not the default
         try:
             return lookup(name or self.settings.default_machine_type, self.catalog)
         except UnknownMachineType as e:
@@ -375,6 +377,13 @@ class AsyncConjure:
         """
         if not command or not command.strip():
             raise UsageError("the command is empty")
+        check_values(
+            machine_type=machine_type, mount=mounts, github_url=github_url,
+            github_ref=github_ref, commit_ref=commit_ref, apt=apt, pip=pip,
+            pip_req=None if pip_req is None else str(pip_req),
+            conda_file=None if conda_file is None else str(conda_file),
+            docker_image=docker_image, framework=framework,
+        )  # fmt: skip
         mtype = self.machine_type(machine_type)
         env = dict(env or {})
         for name in env:
@@ -423,6 +432,7 @@ class AsyncConjure:
         warn: Any = None,
     ) -> Any:
         """The run's code: the working tree, a commit of it, or a git URL."""
+        check_values(github_url=github_url, github_ref=github_ref, commit_ref=commit_ref)
         if github_url and commit_ref:
             raise UsageError("--github-url and --commit-ref cannot be combined")
         if github_ref and not github_url:
@@ -494,6 +504,10 @@ class AsyncConjure:
 
         Secret values are not kept for reruns: a SECRET* variable that is not given
         again is `<REDACTED>` in the new run (as Spell does)."""
+        check_values(
+            machine_type=machine_type, mount=mounts, github_url=github_url,
+            github_ref=github_ref, commit_ref=commit_ref,
+        )  # fmt: skip
         old = (await AsyncRun(self, run_id).status()).spec
         merged = {**old.env, **(env or {})}
         missing = [k for k, v in merged.items() if is_secret(k) and v == REDACTED]

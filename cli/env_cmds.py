@@ -10,6 +10,13 @@ from typing import Any
 import click
 
 
+def _not_empty(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """click.Path turns '' into '.': an empty file name is refused before that."""
+    if value is not None and str(value) in ("", "."):
+        raise click.BadParameter("the value is empty (a file name is needed)")
+    return value
+
+
 def env_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The environment flags, shared by every command that starts a run."""
     opts = [
@@ -18,8 +25,10 @@ def env_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--pip", "pip", multiple=True, metavar="REQ",
                      help='pip requirement, e.g. "Pillow>=8.3.2" (repeatable; wins over --pip-req).'),
         click.option("--pip-req", "pip_req", type=click.Path(path_type=Path), metavar="FILE",
+                     callback=_not_empty,
                      help="pip requirements file, installed before --pip."),
         click.option("--conda-file", "conda_file", type=click.Path(path_type=Path), metavar="FILE",
+                     callback=_not_empty,
                      help="conda environment file (built with micromamba; not with --pip-req)."),
         click.option("--docker-image", "docker_image", metavar="IMAGE",
                      help="base the environment on this image instead of Conjure's."),

@@ -291,7 +291,12 @@ def _print_transition(st: RunStatus, prev: RunState, new: RunState) -> None:
             )
         if prev == RunState.MOUNTING:
             extra = mount_note(st)
-        info(f"✨ {STATE_WORDS[prev]}… done{extra}")
+        word = "done"
+        if new == RunState.FAILED and st.reason.startswith(f"{prev.value} failed"):
+            word, extra = "failed", ""  # the step itself failed (the reason follows)
+        elif new in (RunState.STOPPED, RunState.KILLED, RunState.INTERRUPTED):
+            word, extra = new.value.lower(), ""
+        info(f"✨ {STATE_WORDS[prev]}… {word}{extra}")
     if new == RunState.RUNNING:
         info("✨ Run is running")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 
+from conjure.cli.checks import check_value, reserved_destination
 from conjure.infra.errors import UsageError
 from conjure.infra.store import BUCKET_SCHEMES, BadKey, clean_key, split_bucket_url
 from conjure.workflows.models import MountSpec
@@ -22,6 +23,7 @@ def parse_mount(text: str, workdir: str) -> MountSpec:
     raw = text.strip()
     if not raw:
         raise UsageError("--mount needs SRC[:DEST], got an empty value")
+    check_value("mount", text)  # a newline inside is an error, never dropped
     scheme, sep, rest = raw.partition("://")
     if sep:
         src_tail, colon, dest = rest.partition(":")
@@ -66,6 +68,11 @@ def parse_mount(text: str, workdir: str) -> MountSpec:
     if any(p == ".." for p in dest.split("/")) or "\x00" in dest:
         raise UsageError(f"--mount {text!r}: the destination must not contain '..'")
     dest = posixpath.normpath(dest)
-    if dest in ("/", "/conjure") or any(p == ".." for p in dest.split("/")):
+    if any(p == ".." for p in dest.split("/")):
         raise UsageError(f"--mount {text!r}: cannot mount onto {dest}")
+    reserved = reserved_destination(dest)
+    if reserved is not None:
+        what = "the run's workspace root" if reserved == "/conjure" else reserved
+        where = "" if reserved == "/" else f" ({what} is reserved)"
+        raise UsageError(f"--mount {text!r}: cannot mount onto {dest}{where}")
     return MountSpec(source=src, dest=dest)

@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 from conjure.activities.hyper import HyperActivities
 from conjure.activities.pipeline import PipelineActivities
 from conjure.activities.provider import ProviderActivities
+from conjure.activities.secrets import SecretActivities
 from conjure.infra.config import Settings
 from conjure.infra.pool_config import configure_pool
 from conjure.infra.temporal import make_client
@@ -42,7 +43,8 @@ def build_worker(client, settings: Settings, executor: ThreadPoolExecutor) -> Wo
         workflows=WORKFLOWS,
         activities=ProviderActivities(settings).all()
         + PipelineActivities(client, settings).all()
-        + HyperActivities(settings).all(),
+        + HyperActivities(settings).all()
+        + SecretActivities(settings).all(),
         activity_executor=executor,
     )
 

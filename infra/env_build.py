@@ -267,6 +267,7 @@ def _lock(path: pathlib.Path) -> Iterator[None]:
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")
+_LAYER = re.compile(r"^---> ([0-9a-f]{12,64})$")
 
 
 def docker_build(
@@ -293,6 +294,8 @@ def docker_build(
         step = ""
         tail: collections.deque[str] = collections.deque(maxlen=40)
         pending = ""
+        created: list[str] = []  # layers this build made: removed if it fails
+        cached_next = False
         stream = client.api.build(
             path=str(ctx),
             tag=tag,
@@ -315,6 +318,13 @@ def docker_build(
                     m = _STEP.match(line.strip())
                     if m:
                         step = f"step {m.group(1)} ({m.group(2)})"
+                    layer = _LAYER.match(line.strip())
+                    if line.strip() == "---> Using cache":
+                        cached_next = True
+                    elif layer:
+                        if not cached_next:
+                            created.append(layer.group(1))
+                        cached_next = False
                     tail.append(line)
                     log(line)
             elif "error" in chunk:
@@ -324,13 +334,28 @@ def docker_build(
                     log(rest)
                 error = str(chunk["error"]).strip()
                 log(f"[conjure] build failed: {error}")
+                remove_layers(client, created)
                 raise EnvError(f"{step or 'the build'} failed: {_summary(error, list(tail))}")
         if not image_exists(client, tag):
+            remove_layers(client, created)
             raise EnvError(f"the build did not produce {tag}")
     except docker.errors.APIError as e:
+        remove_layers(client, created)
         raise EnvError(f"the build failed: {e.explanation or e}") from None
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
+
+
+def remove_layers(client: docker.DockerClient, ids: list[str]) -> None:
+    """A failed build's intermediate images: removed, newest first, when nothing else
+    uses them (untagged, no child image); anything else is left alone."""
+    for image_id in reversed(ids):
+        try:
+            if client.images.get(image_id).tags:
+                continue  # a real image (the FROM line's), not a layer of this build
+            client.api.remove_image(image_id)
+        except docker.errors.APIError:
+            pass  # gone already, or a layer another image builds on
 
 
 def _summary(error: str, tail: list[str]) -> str:

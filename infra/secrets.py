@@ -16,6 +16,9 @@ history needs no key management and leaves the rest of history readable.
 from __future__ import annotations
 
 import json
+import os
+import shlex
+from pathlib import Path
 
 from conjure.infra.store import Store, StoreError
 
@@ -46,12 +49,33 @@ def store_secrets(store: Store, request_id: str, values: dict[str, str]) -> str 
     if not values:
         return None
     key = f"{SECRETS_ROOT}/{request_id}.json"
+    if store.local:
+        # The folder first, owner-only, so no other user can list or read what lands there.
+        folder = Path(store.root) / SECRETS_ROOT
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
     store.put_bytes(key, json.dumps(values).encode())
     if store.local:
-        import os
-
         os.chmod(store._path(key), 0o600)
     return key
+
+
+def forget_secrets(store: Store, key: str | None) -> bool:
+    """Delete a run's stored values once it is final (a rerun never reads them)."""
+    if not key or not key.startswith(SECRETS_ROOT + "/"):
+        return False
+    try:
+        if not store.exists(key):
+            return False
+        store.rm(key)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def shell_exports(values: dict[str, str]) -> str:
+    """`export NAME='value'` lines a POSIX shell sources to get exactly these values."""
+    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
 
 
 def load_secrets(store: Store, key: str | None) -> dict[str, str]:

@@ -107,13 +107,28 @@ class RunWorkflow(RunInbox):
                 id=child_workflow_id(inp.run_id),
             )
         try:
-            return await self._run(inp)
+            final = await self._run(inp)
+            if inp.spec.secrets_key and workflow.patched("forget-secrets"):
+                await self._forget_secrets(inp.spec.secrets_key)
+            return final
         finally:
             if child is not None and not child.done():
                 try:
                     await child.signal(StopConditionWorkflow.close)
                 except Exception:
                     pass  # it finished meanwhile
+
+    async def _forget_secrets(self, key: str) -> None:
+        """The run is final: its secret values leave the store (on the control worker)."""
+        try:
+            await workflow.execute_activity(
+                "forget_secrets",
+                key,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=RetryPolicy(maximum_attempts=5),
+            )
+        except ActivityError:
+            pass  # the values stay; the run's result does not depend on it
 
     async def _run(self, inp: RunInput) -> RunStatus:
         pool = workflow.get_external_workflow_handle(inp.pool_workflow_id)
@@ -270,7 +285,14 @@ class RunWorkflow(RunInbox):
             if _is_machine_gone(e):
                 raise _Interrupted(f"the machine stopped answering: {_cause(e)}") from None
             self.run_status.log_tail = _log_tail(e)
-            return RunState.FAILED, f"{self.run_status.state.value} failed: {_cause(e)}"
+            reason = f"{self.run_status.state.value} failed: {_cause(e)}"
+            if workflow.patched("cleanup-after-failed-step"):
+                # Every path out of a leased machine leaves it clean (workspace, container).
+                try:
+                    await self._cleanup(run_id)
+                except ActivityError:
+                    pass  # the machine goes back to the pool all the same
+            return RunState.FAILED, reason
 
     async def _step(
         self,
