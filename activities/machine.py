@@ -114,6 +114,10 @@ PYTHON_SHIMS = {
 }
 
 
+class _NotStarted(Exception):
+    """Docker refused to start the run's container (a bad mount, an exec error)."""
+
+
 def _user_error(message: str, kind: str) -> ApplicationError:
     return ApplicationError(message, type=kind, non_retryable=True)
 
@@ -351,7 +355,6 @@ class MachineActivities(MachineActivityDefs):
             for stream, t in stored_until(self.store, inp.run_id, "run").items():
                 since[stream] = max(since.get(stream, 0), t)
         secrets = load_secrets(self.store, inp.spec.secrets_key)
-        container = self._container(inp, secrets)
         writer = LogWriter(
             self.store,
             inp.run_id,
@@ -359,6 +362,14 @@ class MachineActivities(MachineActivityDefs):
             RateLimiter(inp.options.log_lines_per_window, inp.options.log_window_seconds),
             redact=list(secrets.values()),
         )
+        try:
+            container = self._container(inp, secrets)
+        except _NotStarted as e:
+            # Docker's own words are the run's reason and its log's last line.
+            writer.note(f"[conjure] {e}")
+            writer.close()
+            self._drop_secrets(inp.run_id)
+            raise _user_error(str(e), "ContainerStart") from None
         followers = [
             threading.Thread(
                 target=self._follow, args=(container.id, s, since.get(s, 0), writer), daemon=True
@@ -454,9 +465,20 @@ class MachineActivities(MachineActivityDefs):
     def _container(self, inp: ExecuteInput, secrets: dict[str, str] | None = None) -> Container:
         name = self.container_name(inp.run_id)
         try:
-            return self.docker.containers.get(name)
+            found = self.docker.containers.get(name)
         except docker.errors.NotFound:
             pass
+        else:
+            if found.status != "created":
+                return found  # running or exited: an earlier attempt started it
+            # Created, never started (that attempt died between the two): start it now.
+            try:
+                found.start()
+            except docker.errors.APIError as e:
+                with contextlib.suppress(docker.errors.APIError):
+                    found.remove(force=True)
+                raise _NotStarted(f"the container did not start: {e.explanation or e}") from None
+            return found
         meta = self.run_dir(inp.run_id) / "meta"
         lib = meta / "lib"
         lib.mkdir(parents=True, exist_ok=True)
@@ -524,7 +546,16 @@ class MachineActivities(MachineActivityDefs):
             return self.docker.containers.get(name)
         except docker.errors.ImageNotFound:
             raise _user_error(f"image {inp.image} is not on this machine", "NoImage") from None
-        c.start()
+        except docker.errors.APIError as e:
+            raise _NotStarted(f"the container could not be created: {e.explanation or e}") from None
+        try:
+            c.start()
+        except docker.errors.APIError as e:
+            with contextlib.suppress(docker.errors.APIError):
+                c.remove(force=True)
+            raise _NotStarted(
+                f"the container did not start: {e.explanation or e}".rstrip()
+            ) from None
         return c
 
     def secrets_file(self, run_id: int) -> Path:
