@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import fcntl
 import json
 import os
 import shutil
@@ -85,6 +86,8 @@ CONTAINER_META = "/run/conjure"
 # (`docker inspect`) nor on a disk.
 CONTAINER_SECRETS = "/run/conjure-secrets.sh"
 SECRETS_TMPFS = Path("/dev/shm")
+# How long an exited container's remaining output may take to read (a log flood).
+DRAIN_SECONDS = 600
 
 # The command runs under Docker's init (tini, PID 1: reaps zombies, forwards signals)
 # and this shell, which runs it in its own session and passes SIGTERM/SIGINT on to that
@@ -346,6 +349,32 @@ class MachineActivities(MachineActivityDefs):
 
     @activity.defn(name="execute")
     def execute(self, inp: ExecuteInput) -> ExecuteResult:
+        # One attempt on a run's container at a time: a retry that starts while an earlier
+        # attempt still lives (its heartbeat timed out) waits for it, then takes its result.
+        with self._run_lock(inp.run_id):
+            return self._execute(inp)
+
+    @contextlib.contextmanager
+    def _run_lock(self, run_id: int):  # type: ignore[no-untyped-def]
+        path = self.run_dir(run_id) / "execute.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        details = activity.info().heartbeat_details
+        with open(path, "a+") as fh:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    activity.heartbeat(*details)
+                    if activity.is_cancelled():
+                        raise CancelledError("the run was cancelled") from None
+                    time.sleep(0.5)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _execute(self, inp: ExecuteInput) -> ExecuteResult:
         result_file = self.run_dir(inp.run_id) / "exec-result.json"
         if result_file.exists():  # finished before a crash lost the activity's result
             return ExecuteResult.model_validate_json(result_file.read_text())
@@ -396,8 +425,13 @@ class MachineActivities(MachineActivityDefs):
                 if activity.is_cancelled():
                     container.kill()
                     raise CancelledError("the run was cancelled")
-            for follower in followers:
-                follower.join(timeout=30)
+            # Drain what the container printed, heartbeating: a flood can take longer to
+            # read than the heartbeat timeout, and a timed-out attempt would be retried.
+            drain_until = time.monotonic() + DRAIN_SECONDS
+            while any(t.is_alive() for follower in followers) and time.monotonic() < drain_until:
+                for follower in followers:
+                    follower.join(timeout=1)
+                activity.heartbeat({**since, **writer.last_flushed})
         finally:
             pump.close()
             writer.close()

@@ -102,6 +102,7 @@ class LogWriter:
         self._followed_checked = 0.0
         self._followed = False
         self.run_id = run_id
+        self._last_note = float("-inf")  # when the last "lines dropped" note was written
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
@@ -111,11 +112,15 @@ class LogWriter:
             text = redact_values(text, self.redact)
         with self.lock:
             if self.limiter is not None and stream != "c":
-                if not self.limiter.allow(time.monotonic()):
+                now = time.monotonic()
+                if not self.limiter.allow(now):
                     return
-                dropped = self.limiter.take_dropped()
-                if dropped:
-                    self.buf.append(LogLine(t, "c", self._dropped_note(dropped)))
+                # At most one note per rate window: a flood is one note a window, not one
+                # per line let through; the notes add up to exactly the lines dropped.
+                if self.limiter.dropped and now - self._last_note >= self.limiter.window:
+                    self._last_note = now
+                    note = self._dropped_note(self.limiter.take_dropped())
+                    self.buf.append(LogLine(t, "c", note))
             self.buf.append(LogLine(t, stream, text))
             self.lines += 1
             if len(self.buf) >= self.FLUSH_LINES:

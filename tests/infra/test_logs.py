@@ -37,3 +37,39 @@ def test_writer_flushes_fast_while_followed(tmp_path) -> None:  # type: ignore[n
         w.close()
     # The mark is not a chunk: the reader still returns only the run's lines.
     assert [ln.text for ln in LogReader(store, 7).poll()] == ["hello"]
+
+
+def test_flood_writes_one_drop_note_per_window_with_the_exact_count(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A flood through the real LogWriter into a real (local) store, on a clock the test
+    moves: a trickle, then lines at twice the limit's rate (today: a "1 line dropped"
+    note for every other line). The notes add up to exactly the lines dropped, there is
+    at most one note per rate window, and the kept lines are in order."""
+    import re
+
+    from conjure.infra import logs
+    from conjure.infra.logs import LogReader, LogWriter
+    from conjure.infra.store import open_store
+
+    clock = [1000.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    store = open_store(f"file://{tmp_path}")
+    writer = LogWriter(store, 7, "run", RateLimiter(lines=10, window=1.0))
+    sent = 0
+    for i in range(10):  # a trickle: one line every 0.1 s
+        clock[0] = 1000.0 + i * 0.1
+        writer.add("o", f"line {sent}")
+        sent += 1
+    for i in range(400):  # the flood: twice the limit's rate for 20 s
+        clock[0] = 1001.0 + i * 0.05
+        writer.add("o", f"line {sent}")
+        sent += 1
+    writer.close()
+    lines = list(LogReader(store, 7).poll())
+    kept = [ln for ln in lines if ln.stream == "o"]
+    notes = [ln for ln in lines if ln.stream == "c"]
+    counted = sum(int(re.match(r"\[conjure\] (\d+) log line", n.text).group(1)) for n in notes)  # type: ignore[union-attr]
+    assert writer.limiter is not None
+    assert counted == writer.limiter.dropped_total == sent - len(kept) > 0
+    assert len(notes) <= 20 + 1, f"{len(notes)} notes for 20 windows"
+    numbers = [int(ln.text.split()[1]) for ln in kept]
+    assert numbers == sorted(numbers)
