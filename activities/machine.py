@@ -355,7 +355,7 @@ class MachineActivities(MachineActivityDefs):
             return self._execute(inp)
 
     @contextlib.contextmanager
-    def _run_lock(self, run_id: int):  # type: ignore[no-untyped-def]
+    def _run_lock(self, run_id: int) -> Iterator[None]:
         path = self.run_dir(run_id) / "execute.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         details = activity.info().heartbeat_details
@@ -428,7 +428,7 @@ class MachineActivities(MachineActivityDefs):
             # Drain what the container printed, heartbeating: a flood can take longer to
             # read than the heartbeat timeout, and a timed-out attempt would be retried.
             drain_until = time.monotonic() + DRAIN_SECONDS
-            while any(t.is_alive() for follower in followers) and time.monotonic() < drain_until:
+            while any(f.is_alive() for f in followers) and time.monotonic() < drain_until:
                 for follower in followers:
                     follower.join(timeout=1)
                 activity.heartbeat({**since, **writer.last_flushed})

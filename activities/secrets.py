@@ -7,9 +7,11 @@ from temporalio import activity
 from conjure.infra.config import Settings
 from conjure.infra.secrets import forget_secrets
 from conjure.infra.store import Store, open_store
+from conjure.workflows.activity_defs import SecretActivityDefs
+from conjure.workflows.models import ForgetSecretsInput
 
 
-class SecretActivities:
+class SecretActivities(SecretActivityDefs):
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self._store = store
@@ -21,8 +23,5 @@ class SecretActivities:
         return self._store
 
     @activity.defn(name="forget_secrets")
-    def forget_secrets(self, key: str) -> bool:
-        return forget_secrets(self.store, key)
-
-    def all(self) -> list:
-        return [self.forget_secrets]
+    def forget_secrets(self, inp: ForgetSecretsInput) -> bool:
+        return forget_secrets(self.store, inp.key)

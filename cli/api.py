@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from temporalio.client import (
     Client,
@@ -35,6 +35,7 @@ from conjure.cli import listing, resources
 from conjure.cli.checks import check_value, check_values
 from conjure.cli.code import package_code, package_github, run_diff
 from conjure.cli.listing import RunFilter, RunsPage, RunSummary
+from conjure.cli.liveness import query_or_none, query_with_liveness
 from conjure.cli.mounts import parse_mount
 from conjure.infra import environment, stack
 from conjure.infra.catalog import UnknownMachineType, load_catalog, lookup
@@ -138,7 +139,11 @@ class AsyncRun:
     async def status(self) -> RunStatus:
         handle = await self._handle()
         try:
-            return await handle.query(RunWorkflow.status)
+            return await query_with_liveness(
+                await self._c.client(),
+                self._c.settings.control_task_queue,
+                lambda timeout: handle.query(RunWorkflow.status, rpc_timeout=timeout),
+            )
         except RPCError as e:
             if e.status == RPCStatusCode.NOT_FOUND:
                 raise ConjureError(f"run {self.id} does not exist") from None
@@ -646,21 +651,26 @@ class AsyncConjure:
         place in the queue."""
         page = await listing.runs_page(await self.client(), flt, limit=limit, before=before)
         if any(r.state == RunState.REQUESTED.value for r in page.runs):
-            positions = await self.queue_positions()
+            positions = await self.queue_positions(quick=True)
             for r in page.runs:
-                r.queue_position = positions.get(keys.run_workflow_id(r.run_id))
+                if positions is None:  # no control worker answered: places unknown
+                    r.queue_unknown = r.state == RunState.REQUESTED.value
+                else:
+                    r.queue_position = positions.get(keys.run_workflow_id(r.run_id))
         return page
 
-    async def queue_positions(self) -> dict[str, int]:
-        """Run workflow id -> place in the pool's queue (1 = next)."""
-        try:
-            view = (
-                await (await self.client())
-                .get_workflow_handle(keys.POOL_WORKFLOW_ID)
-                .query(PoolWorkflow.view)
-            )
-        except RPCError:
-            return {}
+    @overload
+    async def queue_positions(self) -> dict[str, int]: ...
+    @overload
+    async def queue_positions(self, quick: bool) -> dict[str, int] | None: ...
+
+    async def queue_positions(self, quick: bool = False) -> dict[str, int] | None:
+        """Run workflow id -> place in the pool's queue (1 = next). quick: None when no
+        control worker answers at once (never waits on a dead one)."""
+        pool = (await self.client()).get_workflow_handle(keys.POOL_WORKFLOW_ID)
+        view = await query_or_none(lambda t: pool.query(PoolWorkflow.view, rpc_timeout=t))
+        if view is None:
+            return None if quick else {}
         return {q.run_workflow_id: i for i, q in enumerate(view.queue, start=1)}
 
     async def terminate_machine(

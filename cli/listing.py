@@ -37,6 +37,7 @@ class RunSummary:
     ended: datetime | None
     pipeline_id: int | None = None
     queue_position: int | None = None  # 1 = next; only while waiting in Requested
+    queue_unknown: bool = False  # waiting, but no control worker answered for its place
     cost: float | None = None  # USD so far; None before the run had a machine
     exit_code: int | None = None  # the command's, once it ended (runs started since 0.1)
 

@@ -339,6 +339,7 @@ def _summary_json(r: RunSummary) -> dict[str, Any]:
         "duration": r.duration,
         "pipeline": r.pipeline_id,
         "queue_position": r.queue_position,
+        "queue_position_unknown": r.queue_unknown,
         "cost": r.cost,
     }
 
@@ -349,7 +350,7 @@ def _fmt_cost(cost: float | None) -> str:
     return f"${cost:.4f}" if cost < 1 else f"${cost:.2f}"
 
 
-def _fmt_state(state: str, queue_position: int | None) -> str:
+def _fmt_state(state: str, queue_position: int | str | None) -> str:
     return f"{state} #{queue_position}" if queue_position else state
 
 
@@ -387,7 +388,7 @@ async def ls_cmd(path: str, as_json: bool, limit: int) -> None:
         if r.pipeline_id is not None:
             cmd += f"  (pipeline {r.pipeline_id})"
         click.echo(
-            f"{r.run_id:>5}  {_fmt_state(r.state_text, r.queue_position):<14}  {r.machine_type:<8}  "
+            f"{r.run_id:>5}  {_fmt_state(r.state_text, '?' if r.queue_unknown else r.queue_position):<14}  {r.machine_type:<8}  "
             f"{_fmt_time(r.created):<19}  {_fmt_duration(dur):>9}  {_fmt_cost(r.cost):>8}  {cmd}"
         )
 

@@ -32,6 +32,7 @@ from conjure.workflows.models import (
     EnvResult,
     ExecuteInput,
     ExecuteResult,
+    ForgetSecretsInput,
     ListMachinesInput,
     ListMachinesResult,
     MachineInfo,
@@ -139,4 +140,12 @@ class HyperActivityDefs(_Defs):
 
     @activity.defn(name="hyper_suggest")
     def hyper_suggest(self, inp: HyperSuggestInput) -> HyperSuggestResult:
+        raise NotImplementedError
+
+
+class SecretActivityDefs(_Defs):
+    """Control-queue activity: a final run's secret values leave the store."""
+
+    @activity.defn(name="forget_secrets")
+    def forget_secrets(self, inp: ForgetSecretsInput) -> bool:
         raise NotImplementedError

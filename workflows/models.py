@@ -469,6 +469,12 @@ class CleanupInput(BaseModel):
     run_id: int
 
 
+class ForgetSecretsInput(BaseModel):
+    """A final run's stored secret values, to delete (`secrets/<request id>.json`)."""
+
+    key: str
+
+
 class SignalContainerInput(BaseModel):
     """Stop (SIGTERM, then SIGKILL after `grace` seconds) or kill the run's container."""
 

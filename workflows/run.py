@@ -19,12 +19,14 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError,
 with workflow.unsafe.imports_passed_through():
     from conjure.workflows import cost, keys
     from conjure.workflows.activity_defs import MachineActivityDefs as Machine
+    from conjure.workflows.activity_defs import SecretActivityDefs
     from conjure.workflows.models import (
         CancelLeaseRequest,
         CleanupInput,
         EnvInput,
         ExecuteInput,
         ExecuteResult,
+        ForgetSecretsInput,
         Lease,
         LeaseRequest,
         MountInput,
@@ -121,9 +123,9 @@ class RunWorkflow(RunInbox):
     async def _forget_secrets(self, key: str) -> None:
         """The run is final: its secret values leave the store (on the control worker)."""
         try:
-            await workflow.execute_activity(
-                "forget_secrets",
-                key,
+            await workflow.execute_activity_method(
+                SecretActivityDefs.forget_secrets,
+                ForgetSecretsInput(key=key),
                 start_to_close_timeout=timedelta(minutes=1),
                 retry_policy=RetryPolicy(maximum_attempts=5),
             )

@@ -1,0 +1,99 @@
+"""Whether a control worker is there to answer: queries never hang on a dead one.
+
+A query is answered by a worker hosting the workflow. With none polling the control
+task queue (a production cluster where nothing restarts a crashed `conjure worker`),
+the server holds the query until its deadline. So a query first gets a short deadline;
+when that passes, the task queue's pollers decide: none seen lately means no worker
+(a one-line error), a recent one means a busy worker (asked again, patiently).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from conjure.infra.errors import ConjureError
+
+T = TypeVar("T")
+
+# The first try's deadline: a live worker answers a query in milliseconds.
+QUICK = timedelta(seconds=2)
+# A live, idle worker renews its long poll at least this often (the server's one-minute
+# long-poll expiry, plus slack): a poller not seen for longer is gone.
+POLLER_FRESH_SECONDS = 75.0
+
+
+class NoControlWorker(ConjureError):
+    pass
+
+
+async def recent_pollers(client: Client, task_queue: str) -> int:
+    """How many workers polled `task_queue` for workflow tasks lately (0: none)."""
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        ),
+        timeout=QUICK,
+    )
+    now = time.time()
+    return sum(
+        1
+        for p in resp.pollers
+        if p.HasField("last_access_time")
+        and now - p.last_access_time.ToSeconds() < POLLER_FRESH_SECONDS
+    )
+
+
+def _timed_out(e: RPCError) -> bool:
+    return e.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+
+
+async def query_with_liveness(
+    client: Client,
+    task_queue: str,
+    ask: Callable[[timedelta | None], Awaitable[T]],
+) -> T:
+    """`ask(rpc_timeout)` runs the query. NoControlWorker (exit 1, one line) when it
+    times out and no worker polls `task_queue`."""
+    try:
+        return await ask(QUICK)
+    except RPCError as e:
+        if not _timed_out(e):
+            raise
+    try:
+        alive = await recent_pollers(client, task_queue)
+    except RPCError:
+        alive = 0
+    if not alive:
+        raise NoControlWorker(
+            f"no control worker is polling {task_queue} (start one with `conjure worker`)"
+        )
+    try:
+        return await ask(timedelta(seconds=30))  # a worker is there, only busy
+    except RPCError as e:
+        if _timed_out(e):
+            raise NoControlWorker(
+                f"the control worker polling {task_queue} did not answer in time"
+            ) from None
+        raise
+
+
+async def query_or_none(
+    ask: Callable[[timedelta | None], Awaitable[T]],
+) -> T | None:
+    """The query's answer, or None when no worker answers quickly (for listings that
+    can go without it, such as queue places in `conjure ls`)."""
+    try:
+        return await ask(QUICK)
+    except RPCError:
+        return None
