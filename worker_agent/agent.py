@@ -80,7 +80,26 @@ async def run_agent(settings: Settings, machine_id: str) -> None:
         )
         async with worker:
             logging.info("agent %s polling %s", machine_id, machine_task_queue(machine_id))
+            watch = asyncio.create_task(_exit_when_terminated(settings, machine_id, stop))
             await stop.wait()
+            watch.cancel()
+
+
+async def _exit_when_terminated(settings: Settings, machine_id: str, stop: asyncio.Event) -> None:
+    """A local machine's record gone (or marked terminated) means the machine was
+    terminated: its agent leaves too, so none outlives its machine."""
+    record = settings.machines_dir / machine_id / "machine.json"
+    if not record.exists():
+        return  # not a local machine (a cloud machine's agent has no record here)
+    while not stop.is_set():
+        await asyncio.sleep(2)
+        try:
+            gone = '"state": "terminated"' in record.read_text()
+        except FileNotFoundError:
+            gone = True
+        if gone:
+            logging.info("machine %s was terminated: the agent stops", machine_id)
+            stop.set()
 
 
 def main() -> None:

@@ -8,12 +8,15 @@ started it, as a cloud machine's agent outlives the control plane.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -73,10 +76,55 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+@contextlib.contextmanager
+def machine_lock(settings: Settings, machine_id: str) -> Iterator[None]:
+    """Held while a machine's agent is started or the machine terminated, so the two
+    exclude each other: a restart never brings back the agent of a machine being
+    terminated. The lock file lives outside the machine's folder (which terminate removes)."""
+    locks = settings.machines_dir / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{machine_id}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+AGENT_MODULE = "conjure.worker_agent"
+
+
+def agent_processes(settings: Settings) -> dict[int, str]:
+    """pid -> machine id of every agent process of this $CONJURE_HOME on this host,
+    whoever started it (found in /proc: the module it runs and its CONJURE_HOME)."""
+    home = str(settings.home.resolve())
+    default_home = str((Path.home() / ".conjure").resolve())
+    out: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if AGENT_MODULE.encode() not in argv or b"--machine-id" not in argv:
+                continue
+            machine_id = argv[argv.index(b"--machine-id") + 1].decode()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+        theirs = default_home
+        for var in environ:
+            if var.startswith(b"CONJURE_HOME="):
+                theirs = str(Path(var[len(b"CONJURE_HOME=") :].decode()).resolve())
+        if theirs == home and pid_alive(int(entry.name)):
+            out[int(entry.name)] = machine_id
+    return out
+
+
 def _start_agent(settings: Settings, rec: InstanceRecord) -> int:
     d = _dir(settings, rec.machine_id)
     log = open(d / "agent.log", "ab")
     env = settings.child_env()
+    env["CONJURE_HOME"] = str(settings.home)  # how agent_processes() knows it is ours
     proc = subprocess.Popen(
         [sys.executable, "-m", "conjure.worker_agent", "--machine-id", rec.machine_id],
         stdin=subprocess.DEVNULL,
@@ -91,6 +139,11 @@ def _start_agent(settings: Settings, rec: InstanceRecord) -> int:
 
 
 def provision(settings: Settings, machine_id: str, machine_type: MachineType) -> InstanceRecord:
+    with machine_lock(settings, machine_id):
+        return _provision(settings, machine_id, machine_type)
+
+
+def _provision(settings: Settings, machine_id: str, machine_type: MachineType) -> InstanceRecord:
     rec = _read(settings, machine_id)
     if rec is not None and rec.state == "running" and pid_alive(rec.pid):
         return rec  # idempotent: already provisioned
@@ -138,11 +191,18 @@ def _remove_containers(machine_id: str) -> None:
 
 
 def terminate(settings: Settings, machine_id: str) -> None:
-    rec = _read(settings, machine_id)
-    if rec is not None:
-        _stop_pid(rec.pid)
-    _remove_containers(machine_id)
-    shutil.rmtree(_dir(settings, machine_id), ignore_errors=True)
+    with machine_lock(settings, machine_id):
+        rec = _read(settings, machine_id)
+        if rec is not None:
+            rec.state = "terminated"  # nothing restarts it from here on
+            _write(settings, rec)
+            _stop_pid(rec.pid)
+        # Any other agent process of this machine too (one a racing restart started).
+        for pid, owner in agent_processes(settings).items():
+            if owner == machine_id:
+                _stop_pid(pid)
+        _remove_containers(machine_id)
+        shutil.rmtree(_dir(settings, machine_id), ignore_errors=True)
 
 
 def reclaim(settings: Settings, machine_id: str) -> None:
@@ -165,14 +225,30 @@ def describe(settings: Settings, machine_id: str) -> InstanceRecord | None:
     return rec
 
 
+ORPHAN_TYPE = MachineType(name="unknown", vcpus=0, memory_gb=0)
+
+
 def list_instances(settings: Settings) -> list[InstanceRecord]:
-    if not settings.machines_dir.exists():
-        return []
+    """Every machine with a folder, plus every agent process of this home whose machine
+    has none (an orphan: reported running, so the reconciler terminates it)."""
     out = []
-    for d in sorted(settings.machines_dir.iterdir()):
-        rec = describe(settings, d.name)
-        if rec is not None:
-            out.append(rec)
+    if settings.machines_dir.exists():
+        for d in sorted(settings.machines_dir.iterdir()):
+            rec = describe(settings, d.name) if not d.name.startswith(".") else None
+            if rec is not None:
+                out.append(rec)
+    known = {rec.machine_id for rec in out}
+    for pid, machine_id in sorted(agent_processes(settings).items()):
+        if machine_id not in known:
+            known.add(machine_id)
+            out.append(
+                InstanceRecord(
+                    machine_id=machine_id,
+                    machine_type=ORPHAN_TYPE,
+                    task_queue=machine_task_queue(machine_id),
+                    pid=pid,
+                )
+            )
     return out
 
 
@@ -183,14 +259,22 @@ def stop_all_agents(settings: Settings) -> int:
         if pid_alive(rec.pid):
             _stop_pid(rec.pid)
             n += 1
+    for pid in agent_processes(settings):  # orphans, and any a racing restart started
+        _stop_pid(pid)
+        n += 1
     return n
 
 
 def start_stopped_agents(settings: Settings) -> int:
     """`conjure up`: restart the agent of every machine whose agent is not running."""
     n = 0
-    for rec in list_instances(settings):
-        if rec.state == "stopped":
+    for listed in list_instances(settings):
+        if listed.state != "stopped":
+            continue
+        with machine_lock(settings, listed.machine_id):
+            rec = describe(settings, listed.machine_id)  # again, under the lock
+            if rec is None or rec.state != "stopped":
+                continue  # terminated (or restarted) meanwhile
             rec.state = "running"
             rec.pid = _start_agent(settings, rec)
             _write(settings, rec)
