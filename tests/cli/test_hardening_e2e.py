@@ -112,7 +112,7 @@ def test_secrets_leave_no_residue(
     conjure_stack: Settings, tmp_path: Path, docker_client: docker.DockerClient
 ) -> None:
     secret = f"s3cr3t-{uuid.uuid4().hex}"
-    cmd = f'test "$SECRET_TOKEN" = {secret[:7]}"$TAIL" && sleep 6 && echo same'
+    cmd = f'test "$SECRET_TOKEN" = {secret[:7]}"$TAIL" && sleep 20 && echo same'
     r = conjure(
         "run", "-b", "-e", f"SECRET_TOKEN={secret}", "-e", f"TAIL={secret[7:]}", cmd,
         cwd=tmp_path,
@@ -125,8 +125,12 @@ def test_secrets_leave_no_residue(
     container = None
     deadline = time.monotonic() + 180
     while container is None and time.monotonic() < deadline:
-        found = docker_client.containers.list(filters={"label": f"org.conjure.run={run_id}"})
-        container = found[0] if found else None
+        st = status(run_id)
+        if st["state"] == "Running" and st["machine_id"]:
+            # This stack's machine: other stacks on the engine have a run of this id too.
+            labels = [f"org.conjure.run={run_id}", f"org.conjure.machine={st['machine_id']}"]
+            found = docker_client.containers.list(filters={"label": labels})
+            container = found[0] if found else None
         time.sleep(0.2)
     assert container is not None, "the run's container never ran"
     inspected = json.dumps(docker_client.api.inspect_container(container.id))
