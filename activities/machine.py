@@ -50,7 +50,7 @@ from conjure.infra.base_image import ensure_base_image
 from conjure.infra.config import Settings
 from conjure.infra.installation import installation_id
 from conjure.infra.logs import LogWriter, RateLimiter, stored_until
-from conjure.infra.metrics import MetricsPump, Point, ensure_file
+from conjure.infra.metrics import MetricsPump, Point, ensure_file, restore_metrics_file
 from conjure.infra.providers.local import MACHINE_LABEL
 from conjure.infra.secrets import load_secrets, shell_exports
 from conjure.infra.store import Store, StoreError
@@ -234,9 +234,25 @@ class MachineActivities(MachineActivityDefs):
         workdir = str(PurePosixPath(*parts))
         host_workdir = self.host_path(inp.run_id, workdir)
         host_workdir.mkdir(parents=True, exist_ok=True)
+        if inp.restore:  # a resumed attempt: go on from the files the last one saved
+            self._restore(inp.run_id, host_workdir)
         manifest = {k: list(v) for k, v in _snapshot(host_workdir).items()}
         (self.run_dir(inp.run_id) / "manifest.json").write_text(json.dumps(manifest))
         return PrepareResult(workspace=str(ws), workdir=workdir)
+
+    def _restore(self, run_id: int, host_workdir: Path) -> None:
+        """The run's saved files (runs/<N>/) into its working directory, and its metrics
+        file as far as the store has it, so metric counts go on where they stopped."""
+        prefix = f"runs/{run_id}"
+        for e in self.store.walk(prefix):
+            rel = PurePosixPath(e.key[len(prefix) :].lstrip("/"))
+            if e.is_dir or not rel.parts or ".." in rel.parts or rel.parts[0] == ".git":
+                continue
+            self.store.get_file(e.key, host_workdir / rel)
+            activity.heartbeat()
+        meta = self.run_dir(run_id) / "meta"
+        meta.mkdir(parents=True, exist_ok=True)
+        restore_metrics_file(self.store, run_id, meta / "metrics.jsonl")
 
     def _cached_code(self, key: str) -> Path:
         """Code objects are content-addressed: download each once per machine."""
@@ -408,6 +424,7 @@ class MachineActivities(MachineActivityDefs):
         for follower in followers:
             follower.start()
         pump = self._metrics_pump(inp, container, writer).start()
+        sync = CheckpointSync(self, inp, writer.note).start()
         applied: str | None = None
         try:
             while True:
@@ -419,8 +436,10 @@ class MachineActivities(MachineActivityDefs):
                 activity.heartbeat({**since, **writer.last_flushed})
                 applied = self._apply_halt(inp.run_id, container, applied)
                 if activity.is_worker_shutdown():
-                    # The agent is restarting: leave the container running; the retried
-                    # attempt (on this agent's successor) picks it up again.
+                    # The agent is restarting (or its machine is going away): save what the
+                    # run has so far, leave the container running; the retried attempt (on
+                    # this agent's successor) picks it up again.
+                    sync.close(final=True)
                     raise ApplicationError("agent shutting down", type="AgentShutdown")
                 if activity.is_cancelled():
                     container.kill()
@@ -433,6 +452,7 @@ class MachineActivities(MachineActivityDefs):
                     follower.join(timeout=1)
                 activity.heartbeat({**since, **writer.last_flushed})
         finally:
+            sync.close()
             pump.close()
             writer.close()
         self._drop_secrets(inp.run_id)  # the wrapper read them when it started
@@ -665,22 +685,7 @@ class MachineActivities(MachineActivityDefs):
         host_workdir = self.host_path(inp.run_id, inp.workdir)
         manifest_file = self.run_dir(inp.run_id) / "manifest.json"
         before = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
-        excluded = []
-        for dest in inp.exclude:
-            p = PurePosixPath(dest)
-            if not p.is_absolute():
-                p = PurePosixPath(inp.workdir) / p
-            try:
-                excluded.append(str(p.relative_to(inp.workdir)))
-            except ValueError:
-                continue
-        changed = [
-            rel
-            for rel, sig in _snapshot(host_workdir).items()
-            if before.get(rel) != list(sig)
-            and not any(rel == e or rel.startswith(e + "/") for e in excluded)
-            and not rel.startswith(".git/")  # the checkout's own repository, not an output
-        ]
+        changed, _ = changed_files(host_workdir, before, inp.workdir, inp.exclude)
         total = 0
 
         def upload(rel: str) -> int:
@@ -769,6 +774,88 @@ def checkout(pack: Path, repo: Path, commit: str, branch: str | None = None) -> 
         git("update-ref", "--no-deref", "HEAD", commit)
         git("branch", "-q", "-D", name)
     git("reset", "-q", "--hard", commit)
+
+
+def changed_files(
+    host_workdir: Path, before: dict[str, list[int]], workdir: str, exclude: list[str]
+) -> tuple[list[str], dict[str, list[int]]]:
+    """Files below the working directory new or changed since `before` (a snapshot),
+    without mounted folders (`exclude`: their container paths) and the checkout's .git;
+    and the snapshot now."""
+    excluded = []
+    for dest in exclude:
+        p = PurePosixPath(dest)
+        if not p.is_absolute():
+            p = PurePosixPath(workdir) / p
+        try:
+            excluded.append(str(p.relative_to(workdir)))
+        except ValueError:
+            continue
+    now = {rel: list(sig) for rel, sig in _snapshot(host_workdir).items()}
+    changed = [
+        rel
+        for rel, sig in now.items()
+        if before.get(rel) != sig
+        and not any(rel == e or rel.startswith(e + "/") for e in excluded)
+        and not rel.startswith(".git/")  # the checkout's own repository, not an output
+    ]
+    return changed, now
+
+
+class CheckpointSync:
+    """`--auto-resume`: while the command runs, files new or changed in its working
+    directory go to runs/<N>/ every `checkpoint_sync_seconds` (and once more when the
+    agent is told to stop), so a new attempt on another machine can go on from them."""
+
+    def __init__(
+        self, acts: MachineActivities, inp: ExecuteInput, note: Callable[[str], None]
+    ) -> None:
+        self.every = inp.options.checkpoint_sync_seconds if inp.spec.auto_resume > 1 else 0.0
+        self.store = acts.store
+        self.run_id = inp.run_id
+        self.workdir = inp.prepared.workdir
+        self.host_workdir = acts.host_path(inp.run_id, inp.prepared.workdir)
+        self.exclude = [m.dest for m in inp.spec.mounts]
+        manifest = acts.run_dir(inp.run_id) / "manifest.json"
+        self.synced: dict[str, list[int]] = (
+            json.loads(manifest.read_text()) if manifest.exists() else {}
+        )
+        self.note = note
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> CheckpointSync:
+        if self.every > 0:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sync()
+
+    def sync(self) -> int:
+        """Upload what changed since the last sync; returns how many files."""
+        with self._lock:
+            try:
+                changed, now = changed_files(
+                    self.host_workdir, self.synced, self.workdir, self.exclude
+                )
+                for rel in changed:
+                    self.store.put_file(self.host_workdir / rel, f"runs/{self.run_id}/{rel}")
+                    self.synced[rel] = now[rel]
+                return len(changed)
+            except Exception as e:  # a file that vanished meanwhile, a store hiccup: next time
+                self.note(f"[conjure] checkpoint sync: {e}")
+                return 0
+
+    def close(self, final: bool = False) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            if final:
+                self.sync()
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:

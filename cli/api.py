@@ -322,10 +322,20 @@ class AsyncConjure:
         github_ref: str | None = None,
         commit_ref: str | None = None,
         stop_conditions: Sequence[str] = (),
+        auto_resume: int = 0,
+        spot_fallback: int = 0,
         **env_flags: Any,
     ) -> AsyncRun:
-        """Validate, package the code, allocate an ID and start the run workflow."""
+        """Validate, package the code, allocate an ID and start the run workflow.
+
+        auto_resume N: a run whose machine is reclaimed or lost goes on, from the files it
+        saved so far, on a new machine, up to N attempts in all; spot_fallback K: after K
+        interruptions its next attempts ask for the machine type on demand."""
         conditions = parse_stop_conditions(stop_conditions)  # malformed: exit 2, nothing started
+        if auto_resume < 0 or spot_fallback < 0:
+            raise UsageError("--auto-resume and --spot-fallback take a number of at least 0")
+        if spot_fallback and auto_resume < 2:
+            raise UsageError("--spot-fallback needs --auto-resume (of 2 attempts or more)")
         spec = await self.build_spec(
             command,
             machine_type=machine_type,
@@ -339,6 +349,7 @@ class AsyncConjure:
             commit_ref=commit_ref,
             **env_flags,
         )
+        spec.auto_resume, spec.spot_fallback = auto_resume, spot_fallback
         return await self.submit(spec, self.run_options(), stop_conditions=conditions)
 
     def run_options(self) -> RunOptions:
@@ -350,6 +361,7 @@ class AsyncConjure:
             stop_grace_seconds=self.settings.stop_grace_seconds,
             execute_heartbeat_seconds=self.settings.execute_heartbeat_seconds,
             hardware_metrics_seconds=self.settings.hardware_metrics_seconds,
+            checkpoint_sync_seconds=self.settings.checkpoint_sync_seconds,
         )
 
     async def build_spec(

@@ -189,6 +189,17 @@ def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
     help="Stop the run when metric NAME satisfies OP (< > <= >=) VALUE, checked from its "
     "K-th value on (every value without K). Repeatable.",
 )  # fmt: skip
+@click.option(
+    "--auto-resume", "auto_resume", type=click.IntRange(min=1), is_flag=False, flag_value=3,
+    default=None, metavar="[N]",
+    help="If the machine is reclaimed or lost, go on from the files saved so far on a new "
+    "machine, up to N attempts in all (3 when N is not given; write --auto-resume=N "
+    "right before the command).",
+)  # fmt: skip
+@click.option(
+    "--spot-fallback", "spot_fallback", type=click.IntRange(min=1), metavar="K",
+    help="With --auto-resume on a spot machine type: after K interruptions, on demand.",
+)  # fmt: skip
 @aio
 async def run(
     command: tuple[str, ...],
@@ -201,6 +212,8 @@ async def run(
     github_ref: str | None = None,
     commit_ref: str | None = None,
     force: bool = False,
+    auto_resume: int | None = None,
+    spot_fallback: int | None = None,
     **env_flags: Any,
 ) -> None:
     """Run COMMAND on a machine: `conjure run "python train.py"`."""
@@ -223,6 +236,8 @@ async def run(
         commit_ref=commit_ref,
         **env_flags,
         stop_conditions=stop_conditions,
+        auto_resume=auto_resume or 0,
+        spot_fallback=spot_fallback or 0,
     )
     await _follow_or_detach(c, handle, background)
 
@@ -397,7 +412,9 @@ def _run_cost(st: RunStatus) -> float | None:
     if st.leased_at is None:
         return None
     end = st.released_at or datetime.now(timezone.utc)
-    return costs.cost(st.spec.machine_type.price_per_hour, st.leased_at, end)
+    # earlier attempts of a resumed run (the current one is in attempts once it ended)
+    earlier = sum(a.cost for a in st.attempts if a.started != st.leased_at)
+    return earlier + costs.cost(st.spec.machine_type.price_per_hour, st.leased_at, end)
 
 
 def _status_json(st: RunStatus, queue_position: int | None = None) -> dict[str, Any]:
@@ -465,6 +482,20 @@ async def status(run_id: int, as_json: bool) -> None:
         click.echo(f"  image:        {st.image}" + (f" ({how}{pushed})" if how else ""))
     if st.exit_code is not None:
         click.echo(f"  exit code:    {st.exit_code}")
+    if st.spec.auto_resume > 1:
+        fallback = (
+            f"; on demand after {st.spec.spot_fallback} interruption(s)"
+            if st.spec.spot_fallback
+            else ""
+        )
+        click.echo(f"  auto-resume:  up to {st.spec.auto_resume} attempts{fallback}")
+    for a in st.attempts:
+        spot = ", spot" if a.spot else ""
+        click.echo(
+            f"  attempt {a.attempt}:    {a.machine_id} ({a.machine_type}{spot}) "
+            f"{_fmt_time(a.started)} - {_fmt_time(a.ended)} {_fmt_cost(a.cost)}: {a.state}"
+            + (f" ({a.reason})" if a.reason else "")
+        )
     for cond in st.stop_conditions:
         click.echo(f"  stop when:    {cond}")
     if st.stopped_by:

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     stop_grace_seconds: float = 30.0
     execute_heartbeat_seconds: float = 20.0  # a machine silent this long: the run is Interrupted
     hardware_metrics_seconds: float = 10.0  # CPU/memory/GPU sampling interval; 0: off
+    # --auto-resume runs: files new or changed in the working directory go to the store
+    # this often while Running (and when the agent is told to stop)
+    checkpoint_sync_seconds: float = 60.0
 
     @classmethod
     def settings_customise_sources(

@@ -436,6 +436,34 @@ class MetricsPump:
             pass
 
 
+def restore_metrics_file(store: Store, run_id: int, path: Path) -> None:
+    """A resumed run's metrics file on a new machine, rebuilt from the store up to where the
+    last attempt's pump got (each stored line at its old offset, padded with spaces), so
+    the new attempt's lines come after it: counts, indexes and offsets go on unbroken."""
+    end, _ = resume_point(store, run_id)
+    buf = bytearray(b" " * end)
+    points = sorted(
+        (p for pts in read_metrics(store, run_id).values() for p in pts if p.offset is not None),
+        key=lambda p: p.offset or 0,
+    )
+    starts = [p.offset or 0 for p in points] + [end]
+    for p, nxt in zip(points, starts[1:], strict=False):
+        room = nxt - 1 - (p.offset or 0)
+        step = f" {p.step}" if p.step is not None else ""
+        for text in (
+            json.dumps({"name": p.name, "value": _num_out(p.value), "step": p.step}),
+            f"{p.name} {p.value!r}{step}",
+        ):
+            line = text.encode()
+            if len(line) <= room:
+                buf[p.offset or 0 : (p.offset or 0) + len(line)] = line
+                break
+        if nxt - 1 >= 0:
+            buf[nxt - 1 : nxt] = b"\n"
+    ensure_file(path)
+    path.write_bytes(bytes(buf))
+
+
 def ensure_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():

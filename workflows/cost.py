@@ -15,17 +15,22 @@ def cost(price_per_hour: float, start: datetime | None, end: datetime | None) ->
 
 
 def memo(
-    price_per_hour: float, leased_at: datetime | None, released_at: datetime | None
+    price_per_hour: float,
+    leased_at: datetime | None,
+    released_at: datetime | None,
+    earlier: float = 0.0,
 ) -> dict[str, Any]:
-    """What a run keeps in its memo, so `conjure ls` shows cost without querying each run."""
-    return {
-        MEMO_KEY: {
-            "price_per_hour": price_per_hour,
-            "leased_at": leased_at.isoformat() if leased_at else None,
-            "released_at": released_at.isoformat() if released_at else None,
-            "cost": cost(price_per_hour, leased_at, released_at),
-        }
+    """What a run keeps in its memo, so `conjure ls` shows cost without querying each run.
+    earlier: the cost of the machines of a resumed run's earlier attempts."""
+    entry: dict[str, Any] = {
+        "price_per_hour": price_per_hour,
+        "leased_at": leased_at.isoformat() if leased_at else None,
+        "released_at": released_at.isoformat() if released_at else None,
+        "cost": earlier + cost(price_per_hour, leased_at, released_at),
     }
+    if earlier:
+        entry["earlier"] = earlier
+    return {MEMO_KEY: entry}
 
 
 def from_memo(data: dict[str, Any] | None, now: datetime) -> float | None:
@@ -35,4 +40,5 @@ def from_memo(data: dict[str, Any] | None, now: datetime) -> float | None:
         return None
     start = datetime.fromisoformat(entry["leased_at"])
     end = datetime.fromisoformat(entry["released_at"]) if entry.get("released_at") else now
-    return cost(float(entry.get("price_per_hour") or 0.0), start, end)
+    earlier = float(entry.get("earlier") or 0.0)
+    return earlier + cost(float(entry.get("price_per_hour") or 0.0), start, end)

@@ -105,6 +105,11 @@ class RunSpec(BaseModel):
     pipeline_id: int | None = None  # set on the runs of a pipeline
     pipeline_step: str = ""
     hyper_id: int | None = None  # set on the runs of a hyperparameter search
+    # --auto-resume N: a run whose machine is lost goes on from its saved files on a new
+    # machine, up to N attempts in all (0: off); --spot-fallback K: after K interruptions
+    # the next attempts ask for the machine type on demand (not spot)
+    auto_resume: int = 0
+    spot_fallback: int = 0
 
 
 class RunOptions(BaseModel):
@@ -117,6 +122,7 @@ class RunOptions(BaseModel):
     execute_heartbeat_seconds: float = 20.0
     registry: str = ""  # push built environments there, pull missing ones from there
     hardware_metrics_seconds: float = 10.0  # 0: no hardware metrics
+    checkpoint_sync_seconds: float = 0.0  # auto-resume: sync the working dir this often
 
 
 class RunInput(BaseModel):
@@ -131,6 +137,20 @@ class StateChange(BaseModel):
     state: RunState
     at: datetime
     detail: str = ""
+
+
+class RunAttempt(BaseModel):
+    """One machine a run was on (`--auto-resume` makes more than one)."""
+
+    attempt: int
+    machine_id: str
+    machine_type: str = ""
+    spot: bool = False
+    started: datetime | None = None  # leased
+    ended: datetime | None = None  # released
+    state: str = ""  # how it ended: Interrupted, or the run's final state
+    reason: str = ""
+    cost: float = 0.0
 
 
 class RunStatus(BaseModel):
@@ -155,7 +175,8 @@ class RunStatus(BaseModel):
     # Cost: the machine's price per hour times the time the run held it.
     leased_at: datetime | None = None
     released_at: datetime | None = None
-    cost: float = 0.0
+    cost: float = 0.0  # over every attempt
+    attempts: list[RunAttempt] = Field(default_factory=list)  # --auto-resume runs only
 
     @property
     def created(self) -> datetime | None:
@@ -355,6 +376,7 @@ class PrepareInput(BaseModel):
     run_id: int
     code: CodeSpec
     mounts: list[MountSpec] = Field(default_factory=list)
+    restore: bool = False  # a resumed attempt: runs/<N>/ of the store into the working dir
 
 
 class PrepareResult(BaseModel):

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         ForgetSecretsInput,
         Lease,
         LeaseRequest,
+        MachineType,
         MountInput,
         MountResult,
         PrepareInput,
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         PushInput,
         PushResult,
         ReleaseRequest,
+        RunAttempt,
         RunInput,
         RunState,
         RunStatus,
@@ -134,56 +136,100 @@ class RunWorkflow(RunInbox):
 
     async def _run(self, inp: RunInput) -> RunStatus:
         pool = workflow.get_external_workflow_handle(inp.pool_workflow_id)
-        await pool.signal(
-            PoolWorkflow.request_lease,
-            LeaseRequest(
-                run_workflow_id=workflow.info().workflow_id,
-                run_id=inp.run_id,
-                machine_type=inp.spec.machine_type,
-                image_hint=inp.spec.environment.tag or inp.spec.environment.docker_image or None,
-            ),
-        )
-        await workflow.wait_condition(
-            lambda: (
-                self.lease is not None
-                or self.lease_error is not None
-                or self.stop_requested
-                or self.kill_requested
-            )
-        )
-        if self.lease is None:
+        # --auto-resume: an Interrupted attempt is followed by another on a new machine.
+        resumable = inp.spec.auto_resume > 1 and workflow.patched("run-auto-resume")
+        attempt = 1
+        while True:
+            machine_type = inp.spec.machine_type
+            fallback = inp.spec.spot_fallback
+            if resumable and machine_type.spot and fallback and attempt > fallback:
+                machine_type = machine_type.model_copy(update={"spot": False})
             await pool.signal(
-                PoolWorkflow.cancel_lease,
-                CancelLeaseRequest(run_workflow_id=workflow.info().workflow_id),
-            )
-            if self.lease_error is not None:
-                return self._finish(RunState.FAILED, self.lease_error)
-            final = RunState.KILLED if self.kill_requested else RunState.STOPPED
-            self._note_halt()
-            return self._finish(final, "withdrawn before a machine was assigned")
-
-        lease = self.lease
-        self.run_status.machine_id = lease.machine_id
-        self.run_status.reused_machine = lease.reused
-        self._cost_mark(leased=True)
-        healthy = True
-        try:
-            final, reason = await self._on_machine(lease)
-        except _Interrupted as e:
-            healthy = False
-            final, reason = RunState.INTERRUPTED, str(e)
-        finally:
-            await pool.signal(
-                PoolWorkflow.release,
-                ReleaseRequest(
-                    machine_id=lease.machine_id,
+                PoolWorkflow.request_lease,
+                LeaseRequest(
                     run_workflow_id=workflow.info().workflow_id,
-                    healthy=healthy,
-                    image=self.run_status.image,
+                    run_id=inp.run_id,
+                    machine_type=machine_type,
+                    image_hint=inp.spec.environment.tag
+                    or inp.spec.environment.docker_image
+                    or None,
                 ),
             )
-            self._cost_mark(leased=False)
-        return self._finish(final, reason)
+            await workflow.wait_condition(
+                lambda: (
+                    self.lease is not None
+                    or self.lease_error is not None
+                    or self.stop_requested
+                    or self.kill_requested
+                )
+            )
+            if self.lease is None:
+                await pool.signal(
+                    PoolWorkflow.cancel_lease,
+                    CancelLeaseRequest(run_workflow_id=workflow.info().workflow_id),
+                )
+                if self.lease_error is not None:
+                    return self._finish(RunState.FAILED, self.lease_error)
+                final = RunState.KILLED if self.kill_requested else RunState.STOPPED
+                self._note_halt()
+                return self._finish(final, "withdrawn before a machine was assigned")
+
+            lease = self.lease
+            self.run_status.machine_id = lease.machine_id
+            self.run_status.reused_machine = lease.reused
+            self._cost_mark(leased=True)
+            healthy = True
+            try:
+                final, reason = await self._on_machine(lease, restore=attempt > 1)
+            except _Interrupted as e:
+                healthy = False
+                final, reason = RunState.INTERRUPTED, str(e)
+            finally:
+                await pool.signal(
+                    PoolWorkflow.release,
+                    ReleaseRequest(
+                        machine_id=lease.machine_id,
+                        run_workflow_id=workflow.info().workflow_id,
+                        healthy=healthy,
+                        image=self.run_status.image,
+                    ),
+                )
+                self._cost_mark(leased=False)
+            if resumable:
+                self._note_attempt(attempt, lease, machine_type, final, reason)
+                if (
+                    final == RunState.INTERRUPTED
+                    and attempt < inp.spec.auto_resume
+                    and not self._halted()
+                ):
+                    attempt += 1
+                    self.lease, self.lost, self._push = None, None, None
+                    self._set_state(
+                        RunState.REQUESTED,
+                        f"attempt {attempt} of {inp.spec.auto_resume}, after: {reason}",
+                    )
+                    continue
+                if final == RunState.INTERRUPTED:
+                    reason += f" (attempt {attempt} of {inp.spec.auto_resume}: no more attempts)"
+            return self._finish(final, reason)
+
+    def _note_attempt(
+        self, attempt: int, lease: Lease, machine_type: MachineType, final: RunState, reason: str
+    ) -> None:
+        st = self.run_status
+        st.attempts.append(
+            RunAttempt(
+                attempt=attempt,
+                machine_id=lease.machine_id,
+                machine_type=machine_type.name,
+                spot=machine_type.spot,
+                started=st.leased_at,
+                ended=st.released_at,
+                state=final.value,
+                reason=reason,
+                cost=cost.cost(machine_type.price_per_hour, st.leased_at, st.released_at),
+            )
+        )
 
     def _cost_mark(self, leased: bool) -> None:
         """Time on the machine, its cost, and the memo `conjure ls` reads them from."""
@@ -193,15 +239,18 @@ class RunWorkflow(RunInbox):
         else:
             self.run_status.released_at = now
         price = self.inp.spec.machine_type.price_per_hour
-        self.run_status.cost = cost.cost(
+        earlier = sum(a.cost for a in self.run_status.attempts)  # earlier attempts' machines
+        self.run_status.cost = earlier + cost.cost(
             price, self.run_status.leased_at, self.run_status.released_at
         )
         if workflow.patched("run-cost-memo"):
             workflow.upsert_memo(
-                cost.memo(price, self.run_status.leased_at, self.run_status.released_at)
+                cost.memo(
+                    price, self.run_status.leased_at, self.run_status.released_at, earlier=earlier
+                )
             )
 
-    async def _on_machine(self, lease: Lease) -> tuple[RunState, str]:
+    async def _on_machine(self, lease: Lease, restore: bool = False) -> tuple[RunState, str]:
         spec = self.inp.spec
         opts = self.inp.options
         run_id = self.inp.run_id
@@ -210,7 +259,9 @@ class RunWorkflow(RunInbox):
             try:
                 prepared = await self._step(
                     Machine.prepare_workspace,
-                    PrepareInput(run_id=run_id, code=spec.code, mounts=spec.mounts),
+                    PrepareInput(
+                        run_id=run_id, code=spec.code, mounts=spec.mounts, restore=restore
+                    ),
                     first=True,
                     haltable=True,
                 )

@@ -7,7 +7,7 @@ histories need not replay, else use `workflow.patched`):
 
 or record only some groups, leaving the other committed histories as they are:
 
-    CONJURE_HOME=/tmp/rec .venv/bin/python -m tests.workflows.record_histories hyper
+    CONJURE_HOME=/tmp/rec .venv/bin/python -m tests.workflows.record_histories hyper resume
 """
 
 from __future__ import annotations
@@ -74,6 +74,23 @@ async def hyper_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, str]]:
     return [("hyper_grid", keys.hyper_workflow_id(h.id))]
 
 
+async def resume_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, str]]:
+    """An --auto-resume run whose machine is reclaimed while it runs: a second attempt.
+    (The stack's pool must check machines often: CONJURE_MACHINE_HEALTH_SECONDS=1.)"""
+    from conjure.infra.providers import local
+
+    run = await c.run("for i in $(seq 1 30); do echo $i > n.txt; sleep 1; done", cwd=cwd,
+                      auto_resume=3)  # fmt: skip
+    while (await run.status()).state.value != "Running":
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(2)
+    machine = (await run.status()).machine_id
+    assert machine is not None
+    local.reclaim(c.settings, machine)
+    await run.wait()
+    return [("run_auto_resumed", keys.run_workflow_id(run.id))]
+
+
 async def save(client, wanted: list[tuple[str, str]]) -> None:  # type: ignore[no-untyped-def]
     for name, wf_id in wanted:
         history = await client.get_workflow_handle(wf_id).fetch_history()
@@ -84,9 +101,11 @@ async def save(client, wanted: list[tuple[str, str]]) -> None:  # type: ignore[n
 async def main() -> None:
     c = AsyncConjure()
     client = await c.client()
-    if sys.argv[1:] == ["hyper"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            await save(client, await hyper_histories(c, Path(tmp)))
+    groups = {"hyper": hyper_histories, "resume": resume_histories}
+    if sys.argv[1:]:
+        for group in sys.argv[1:]:
+            with tempfile.TemporaryDirectory() as tmp:
+                await save(client, await groups[group](c, Path(tmp)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         first = await c.run("echo hello world! > foo.txt", cwd=Path(tmp))
@@ -109,6 +128,7 @@ async def main() -> None:
         await pipeline.wait()
         extra = await run_control_histories(c, Path(tmp))
         extra += await hyper_histories(c, Path(tmp))
+        extra += await resume_histories(c, Path(tmp))
     await save(
         client,
         extra

@@ -19,7 +19,7 @@ def test_histories_are_committed() -> None:
     names = {p.stem for p in HISTORIES}
     assert {
         "run_complete", "run_failed_with_mount", "counter", "pool", "pipeline", "pool_reconciler",
-        "hyper_grid",
+        "hyper_grid", "run_auto_resumed",
     } <= names  # fmt: skip
 
 
