@@ -11,6 +11,7 @@ is written: `x baseline` for times (lower is better), `of baseline` for speeds
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -119,8 +120,12 @@ def bench_stack(config_toml: str = "", **extra_env: str) -> Iterator[tuple[objec
         (home / "config.toml").write_text(config_toml)
     work = tempfile.mkdtemp(prefix="conjure-bench-cwd-")
     env = stack_env(home, CONJURE_IDLE_TIMEOUT_SECONDS="600", **extra_env)
-    with running_stack(env) as settings:
-        yield settings, work
+    try:
+        with running_stack(env) as settings:
+            yield settings, work
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def load_note() -> str:

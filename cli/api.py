@@ -71,15 +71,10 @@ def check_docker(settings: Settings) -> None:
     """The local provider needs a Docker engine on this host."""
     if settings.provider != "local":
         return
-    import docker
+    from conjure.infra.docker_ping import ping
 
     try:
-        client = (
-            docker.DockerClient(base_url=settings.docker_host)
-            if settings.docker_host
-            else docker.from_env()
-        )
-        client.ping()
+        ping(settings.docker_host)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConjureError(
