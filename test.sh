@@ -43,6 +43,15 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "==> installing chromium"
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+# The fleet tests (marker `fleet`, tests/hosts.py) make hosts of network namespaces, each with
+# its own sshd and Docker engine: they need sshd and ip, not a running ssh service.
+if [ ! -x /usr/sbin/sshd ] || ! command -v ip >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1; then
+  echo "==> installing openssh-server, iproute2"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server iproute2 util-linux
+  if [ "$(cat /proc/1/comm 2>/dev/null || true)" = systemd ]; then
+    "${SUDO[@]}" systemctl disable --now ssh.service >/dev/null 2>&1 || true
+  fi
 fi
 
 echo "==> ruff"
