@@ -43,6 +43,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "==> installing chromium"
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+fi
+
 # The fleet tests (marker `fleet`, tests/hosts.py) make hosts of network namespaces, each with
 # its own sshd and Docker engine: they need sshd and ip, not a running ssh service.
 if [ ! -x /usr/sbin/sshd ] || ! command -v ip >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1; then

@@ -205,8 +205,8 @@ class MachineActivities(MachineActivityDefs):
             archive = self._cached_code(code.archive_key)
             try:
                 with tarfile.open(archive) as tar:
-                    tar.extractall(repo_root, filter="data")
-            except (tarfile.FilterError, tarfile.ReadError) as e:
+                    _extract_data(tar, repo_root)
+            except (tarfile.TarError, ValueError) as e:  # FilterError is a TarError
                 # Retrying cannot fix the archive: fail at once, saying it is the code.
                 raise _user_error(
                     f"the code archive {code.archive_key} cannot be unpacked: {e}", "BadCode"
@@ -577,11 +577,9 @@ class MachineActivities(MachineActivityDefs):
         if mtype.memory_gb:
             kwargs["mem_limit"] = int(min(mtype.memory_gb * 2**30, self.host_memory))
             kwargs["memswap_limit"] = kwargs["mem_limit"]  # the type's RAM, no swap on top
-        if mtype.gpus and shutil.which("nvidia-smi"):
-            # The NVIDIA container toolkit hands the GPUs in (`docker run --gpus N`).
-            kwargs["device_requests"] = [
-                docker.types.DeviceRequest(count=mtype.gpus, capabilities=[["gpu"]])
-            ]
+        requests = gpu_device_requests(mtype.gpus, bool(shutil.which("nvidia-smi")))
+        if requests:
+            kwargs["device_requests"] = requests
         try:
             c = self.docker.containers.create(
                 inp.image,
@@ -883,3 +881,30 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
                 continue
             out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
     return out
+
+
+def gpu_device_requests(gpus: int, has_nvidia_smi: bool) -> list[docker.types.DeviceRequest]:
+    """The run container's GPUs: the machine type's count, where the host has NVIDIA's
+    driver (the NVIDIA container toolkit hands them in, as `docker run --gpus N`)."""
+    if not gpus or not has_nvidia_smi:
+        return []
+    return [docker.types.DeviceRequest(count=gpus, capabilities=[["gpu"]])]
+
+
+def _extract_data(tar: tarfile.TarFile, dest: Path) -> None:
+    """extractall with the "data" filter; on a Python without filters (before 3.11.4,
+    e.g. a Debian 12 host's python3 running the agent) the same refusals by hand:
+    no absolute or escaping paths, no links out of the tree, no devices."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    root = dest.resolve()
+    for m in tar.getmembers():
+        target = (root / m.name).resolve()
+        link_ok = True
+        if m.issym() or m.islnk():
+            base = target.parent if m.issym() else root
+            link_ok = (base / m.linkname).resolve().is_relative_to(root)
+        if m.name.startswith("/") or not target.is_relative_to(root) or not link_ok or m.isdev():
+            raise ValueError(f"unsafe path in the code archive: {m.name}")
+    tar.extractall(dest)

@@ -592,6 +592,10 @@ async def machines(ctx: click.Context, as_json: bool) -> None:
         )
     if view.queue:
         click.echo(f"{len(view.queue)} run(s) waiting for a machine")
+    from conjure.cli.fleet import ssh_host_lines
+
+    for line in ssh_host_lines(_api().settings):
+        click.echo(line)
 
 
 @machines.command(name="terminate")

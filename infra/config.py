@@ -12,13 +12,37 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+class SSHHost(BaseModel):
+    """One `[[ssh_hosts]]` entry of config.toml: a machine of the team's own."""
+
+    host: str  # an address, or a name from ~/.ssh/config
+    user: str = ""  # empty: ~/.ssh/config's, else the current user
+    port: int = 22
+    identity_file: str = ""  # empty: ssh's default keys and agent
+    machine_type: str = ""  # empty: detected (vCPUs, memory, GPUs via nvidia-smi)
+    known_hosts: str = ""  # empty: ~/.ssh/known_hosts (host keys are always checked)
+    conjure_dir: str = ".conjure"  # the agent's home on the host; relative: to its $HOME
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe name of the host, unique per user@host:port."""
+        raw = f"{self.user or '-'}@{self.host}:{self.port}"
+        return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in raw)
+
+    @property
+    def label(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.host}" + (
+            f":{self.port}" if self.port != 22 else ""
+        )
 
 
 def conjure_home() -> Path:
@@ -72,6 +96,16 @@ class Settings(BaseSettings):
     spot: bool = False  # spot/preemptible instances where the machine type allows
     agent_package: str = "conjure"  # what a cloud machine pip-installs for its agent
     disk_gb: int = 100
+
+    # SSH hosts (provider = "ssh", or machine types naming it): the team's own machines.
+    ssh_hosts: list[SSHHost] = Field(default_factory=list)
+    ssh_connect_timeout_seconds: float = 10.0  # connecting and each remote step's start
+    ssh_keepalive_seconds: float = 5.0  # a host silent 3 times this long is disconnected
+    # Where a host's agent finds, on its own loopback, the forwards of this side's
+    # Temporal server and object-store endpoint (when those are on this side's loopback).
+    ssh_remote_temporal_port: int = 17233
+    ssh_remote_store_port: int = 17234
+    ssh_wheel_dir: Path | None = None  # the agent's wheels; empty: $CONJURE_HOME/ssh/wheels
 
     # AWS (provider = "aws"): boto3's usual credentials.
     aws_region: str = "us-east-1"
@@ -191,7 +225,7 @@ class Settings(BaseSettings):
             if isinstance(value, bool):
                 text = "true" if value else "false"
             elif isinstance(value, (dict, list)):
-                text = json.dumps(value)
+                text = json.dumps(self.model_dump(mode="json", include={name})[name])
             else:
                 text = str(value)
             env[f"CONJURE_{name.upper()}"] = text

@@ -25,16 +25,37 @@ def pool_config(settings: Settings) -> PoolConfig:
         and "machine_ready_timeout_seconds" not in settings.model_fields_set
     ):
         ready = CLOUD_READY_TIMEOUT
+    providers, caps = provider_caps(settings)
     return PoolConfig(
         provider=settings.provider,
         idle_timeout_seconds=settings.idle_timeout_seconds,
         max_concurrent_runs=settings.max_concurrent_runs,
         machine_ready_timeout_seconds=ready,
-        max_machines=dict(settings.max_machines),
+        max_machines={**caps, **settings.max_machines},
         reconcile_interval_seconds=settings.reconcile_interval_seconds,
         agent_timeout_seconds=settings.agent_timeout_seconds,
         health_check_seconds=settings.machine_health_seconds,
+        other_providers=providers,
     )
+
+
+def provider_caps(settings: Settings) -> tuple[list[str], dict[str, int]]:
+    """The providers machine types name besides the configured one, and the caps an ssh
+    fleet implies: a type served by ssh hosts has at most as many machines as hosts."""
+    from conjure.infra.catalog import load_catalog
+    from conjure.infra.providers import ssh
+
+    catalog = load_catalog(settings.home / "config.toml")
+    named = sorted({mt.provider for mt in catalog.values() if mt.provider} - {settings.provider})
+    caps: dict[str, int] = {}
+    for h in settings.ssh_hosts:
+        name = ssh.host_type(settings, h)
+        mt = catalog.get(name)
+        if name and ((mt and mt.provider == "ssh") or (settings.provider == "ssh" and mt)):
+            caps[name] = caps.get(name, 0) + 1
+    if settings.ssh_hosts and ("ssh" in named or settings.provider == "ssh"):
+        caps["ssh"] = len(settings.ssh_hosts)
+    return named, caps
 
 
 def explicit_fields(settings: Settings) -> list[str]:

@@ -19,9 +19,9 @@ unless it was copied there over SSH (the ssh provider does that).
 
 Usage (contributors)::
 
-    from tests.hosts import test_hosts
+    from tests.hosts import make_hosts
 
-    with test_hosts(3) as hosts:            # needs root, ip, dockerd, sshd
+    with make_hosts(3) as hosts:            # needs root, ip, dockerd, sshd
         h = hosts[0]
         h.address                           # "10.77.X.2": ssh root@h.address -i h.identity_file
         h.ssh_host_entry()                  # a [[ssh_hosts]] entry for config.toml
@@ -324,7 +324,7 @@ def base_image_tar(image: str = BASE_IMAGE) -> Path:
 
 
 @contextlib.contextmanager
-def test_hosts(n: int, *, image: str | None = BASE_IMAGE) -> Iterator[list[Host]]:
+def make_hosts(n: int, *, image: str | None = BASE_IMAGE) -> Iterator[list[Host]]:
     """N fresh hosts, torn down on exit whatever happened."""
     missing = missing_tools()
     if missing:

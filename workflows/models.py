@@ -50,6 +50,7 @@ class MachineType(BaseModel):
     price_per_hour: float = 0.0
     spot: bool = False
     instance_types: dict[str, str] = Field(default_factory=dict)
+    provider: str = ""  # who provides machines of this type; empty: the configured provider
 
 
 # --- Run spec -----------------------------------------------------------------------
@@ -263,9 +264,10 @@ class PoolConfig(BaseModel):
     max_concurrent_runs: int = 0
     machine_ready_timeout_seconds: float = 120.0
     health_check_seconds: float = 30.0  # ask the provider whether machines still exist; 0: off
-    max_machines: dict[str, int] = Field(default_factory=dict)  # machine type -> cap
+    max_machines: dict[str, int] = Field(default_factory=dict)  # machine type or provider -> cap
     reconcile_interval_seconds: float = 60.0  # 0: no reconciler, no health checks
     agent_timeout_seconds: float = 60.0  # an idle agent silent this long is terminated
+    other_providers: list[str] = Field(default_factory=list)  # named by machine types
 
 
 class PoolState(BaseModel):

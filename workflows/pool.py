@@ -180,16 +180,20 @@ class PoolWorkflow(ReconcilerMixin):
             if m.state in (MachineState.BUSY, MachineState.PROVISIONING) and m.run_workflow_id
         )
 
-    def _type_full(self, machine_type: str) -> bool:
+    def _provider(self, req: LeaseRequest) -> str:
+        """The machine type's own provider (catalog or config), else the pool's."""
+        if req.machine_type.provider and workflow.patched("machine-type-provider"):
+            return req.machine_type.provider
+        return self.config.provider
+
+    def _type_full(self, machine_type: str, provider: str = "") -> bool:
+        """At max_machines for the type, or for its provider (a key naming a provider)."""
+        live = [m for m in self.state.machines.values() if m.state != MachineState.TERMINATING]
         cap = self.config.max_machines.get(machine_type, 0)
-        if not cap:
-            return False
-        n = sum(
-            1
-            for m in self.state.machines.values()
-            if m.machine_type == machine_type and m.state != MachineState.TERMINATING
-        )
-        return n >= cap
+        if cap and sum(1 for m in live if m.machine_type == machine_type) >= cap:
+            return True
+        pcap = self.config.max_machines.get(provider, 0) if provider else 0
+        return bool(pcap) and sum(1 for m in live if m.provider == provider) >= pcap
 
     def _dispatch(self) -> None:
         active = self._active()
@@ -201,7 +205,8 @@ class PoolWorkflow(ReconcilerMixin):
                 waiting.append(req)  # first come, first served: the head waits, so do the others
                 continue
             m = self._pick_idle(req)
-            if m is None and self._type_full(req.machine_type.name):
+            provider = self._provider(req) if m is None else ""
+            if m is None and self._type_full(req.machine_type.name, provider):
                 waiting.append(req)  # its type is at max_machines; other types may go on
                 continue
             if m is not None:
@@ -211,11 +216,11 @@ class PoolWorkflow(ReconcilerMixin):
                 m.runs_served += 1
                 asyncio.create_task(self._grant(m, req, reused=True))
             else:
-                machine_id = f"{self.config.provider}-{workflow.uuid4().hex[:10]}"
+                machine_id = f"{provider}-{workflow.uuid4().hex[:10]}"
                 m = Machine(
                     id=machine_id,
                     machine_type=req.machine_type.name,
-                    provider=self.config.provider,
+                    provider=provider,
                     task_queue=machine_task_queue(machine_id),
                     state=MachineState.PROVISIONING,
                     created=workflow.now(),

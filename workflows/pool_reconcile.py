@@ -76,17 +76,20 @@ class ReconcilerMixin:
     async def _reconcile(self) -> None:
         self._in_flight += 1
         try:
-            try:
-                listed: ListMachinesResult | None = await workflow.execute_activity_method(
-                    ProviderActivityDefs.list_machines,
-                    ListMachinesInput(provider=self.config.provider),
-                    start_to_close_timeout=timedelta(minutes=2),
-                    retry_policy=RetryPolicy(maximum_attempts=3),
-                )
-            except ActivityError:
-                listed = None  # the provider API is down: try again next round
-            if listed is not None:
-                self._reap(listed)
+            providers = [self.config.provider]
+            providers += [p for p in self.config.other_providers if p not in providers]
+            for provider in providers:
+                try:
+                    listed: ListMachinesResult | None = await workflow.execute_activity_method(
+                        ProviderActivityDefs.list_machines,
+                        ListMachinesInput(provider=provider),
+                        start_to_close_timeout=timedelta(minutes=2),
+                        retry_policy=RetryPolicy(maximum_attempts=3),
+                    )
+                except ActivityError:
+                    listed = None  # the provider API is down: try again next round
+                if listed is not None:
+                    self._reap(listed, provider)
             idle = [m for m in self.state.machines.values() if m.state == MachineState.IDLE]
             if idle:
                 await asyncio.gather(*(self._check_agent(m) for m in idle))
@@ -95,27 +98,27 @@ class ReconcilerMixin:
             self._in_flight -= 1
             self._wake = True
 
-    def _reap(self, listed: ListMachinesResult) -> None:
+    def _reap(self, listed: ListMachinesResult, provider: str) -> None:
         known = self.state.machines
         seen = {i.machine_id: i for i in listed.instances}
         for inst in listed.instances:
             if inst.state in GONE or inst.machine_id in known:
                 continue
             self.state.orphans_terminated += 1
-            asyncio.create_task(self._terminate_orphan(inst.machine_id))
+            asyncio.create_task(self._terminate_orphan(inst.machine_id, provider))
         for m in list(known.values()):
-            if m.state != MachineState.IDLE or m.provider != self.config.provider:
+            if m.state != MachineState.IDLE or m.provider != provider:
                 continue
             found = seen.get(m.id)
             if found is None or found.state in GONE:
                 self._start_terminate(m, "its instance is gone")
 
-    async def _terminate_orphan(self, machine_id: str) -> None:
+    async def _terminate_orphan(self, machine_id: str, provider: str) -> None:
         self._in_flight += 1
         try:
             await workflow.execute_activity_method(
                 ProviderActivityDefs.terminate_machine,
-                TerminateInput(machine_id=machine_id, provider=self.config.provider),
+                TerminateInput(machine_id=machine_id, provider=provider),
                 start_to_close_timeout=timedelta(minutes=10),
                 retry_policy=RetryPolicy(maximum_attempts=5),
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-PROVIDERS = ("local", "aws", "gcp", "azure")
+PROVIDERS = ("local", "ssh", "aws", "gcp", "azure")
 
 
 def get_provider(name: str) -> ModuleType:
