@@ -264,9 +264,24 @@ _BEFORE_OUTPUT = (RunState.REQUESTED, RunState.BUILDING, RunState.MOUNTING)
 async def follow_run(run: AsyncRun) -> RunStatus:
     reader = LogReader(run._c.store, run.id)
     shown = 1  # the Requested entry is implicit in "Casting run"
+    loop = asyncio.get_running_loop()
+    st: RunStatus | None = None
+    asked = running_since = 0.0
     while True:
         reader.follow()  # the run's writer flushes at its fastest
+        now = loop.time()
+        # The state every 0.1 s, except once the program has run for 10 s: then every
+        # second (each is a query to the workflow; the log is still read every 0.1 s).
+        settled = st is not None and st.state == RunState.RUNNING and now - running_since > 10
+        if st is not None and settled and now - asked < 1.0:
+            for line in reader.poll():
+                _emit_log(line)
+            await asyncio.sleep(0.1)
+            continue
         st = await run.status()
+        asked = now
+        if st.state != RunState.RUNNING:
+            running_since = now
         pairs = list(zip(st.timeline[shown - 1 :], st.timeline[shown:], strict=False))
         shown = len(st.timeline)
         # State lines up to "Run is running", then the program's lines, then the rest,

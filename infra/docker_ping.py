@@ -19,6 +19,7 @@ def ping(docker_host: str | None = None, timeout: float = 5.0) -> None:
     host = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
     url = urlparse(host)
     tls = os.environ.get("DOCKER_TLS_VERIFY") or os.environ.get("DOCKER_CERT_PATH")
+    address: str | tuple[str, int]
     if url.scheme == "unix":
         family, address = socket.AF_UNIX, url.path
     elif url.scheme in ("tcp", "http") and not tls:
@@ -28,7 +29,7 @@ def ping(docker_host: str | None = None, timeout: float = 5.0) -> None:
         return
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
-        s.connect(address)  # type: ignore[arg-type]
+        s.connect(address)
         s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
         answer = b""
         while chunk := s.recv(4096):
