@@ -23,6 +23,9 @@ from conjure.workflows import keys
 from conjure.workflows.models import FINAL_STATES, RunState
 
 MAX_PAGE = 500
+# (server, namespace, query) -> the highest id its last newest-first page found: where
+# the next such page starts looking, so it costs one visibility call, not two.
+_TOP_HINTS: dict[tuple[str, str, str], int] = {}
 _Row = TypeVar("_Row")
 _FETCH = 1000  # visibility page size when reading a window
 
@@ -146,20 +149,27 @@ async def _id_page(
     `before`, newest first, and the `before` of the next page (None: the last page)."""
     limit = max(1, min(int(limit), MAX_PAGE))
     found: dict[int, _Row] = {}
+    hint_key = (client.service_client.config.target_host, client.namespace, base)
     if before is None:
-        # Where the newest ids are: visibility lists open workflows and then the most
-        # recently closed first, so its first page holds (nearly always) the top id. The
-        # first window has no upper bound, so an id above that guess is still included.
-        probe = await _rows(client, base, convert, limit=limit)
-        if not probe:
-            return [], None
-        hi = max(ident(r) for r in probe) + 1
+        # Where the newest ids are: the top id an earlier page of this query found, or
+        # else visibility's own first page (open workflows, then the most recently
+        # closed), which holds (nearly always) the top id. Either is only a guess: the
+        # first window has no upper bound, so ids above it are still included.
+        hint = _TOP_HINTS.get(hint_key)
+        if hint is None:
+            probe = await _rows(client, base, convert, limit=limit)
+            if not probe:
+                return [], None
+            hint = max(ident(r) for r in probe)
+        hi = hint + 1
         upper = ""
     else:
         hi = int(before)
         upper = f" AND {attr} < {hi}"
     want = limit + 1  # one more than shown: tells whether an older page exists
-    top, window = hi, limit
+    # One more than a page, and a little slack for gaps in the ids: a page of dense ids
+    # is one visibility call.
+    top, window = hi, want + limit // 10
     while True:
         lo = max(top - window, 1)
         for r in await _rows(client, f"{base}{upper} AND {attr} >= {lo}", convert):
@@ -173,6 +183,13 @@ async def _id_page(
         upper = f" AND {attr} < {lo}"
         top = lo
     ordered = sorted(found.values(), key=ident, reverse=True)
+    if before is None:
+        if ordered:
+            _TOP_HINTS[hint_key] = ident(ordered[0])
+        else:
+            _TOP_HINTS.pop(hint_key, None)
+        while len(_TOP_HINTS) > 256:
+            del _TOP_HINTS[next(iter(_TOP_HINTS))]
     page = ordered[:limit]
     return page, (ident(page[-1]) if len(ordered) > limit else None)
 

@@ -66,9 +66,10 @@ def visibility(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 async def _populate(settings: Settings) -> None:
     deadline = time.monotonic() + 60
-    while True:
+    while True:  # the port answers before the namespace exists
         try:
             client = await Client.connect(settings.address)
+            await client.count_workflows("WorkflowType='RunWorkflow'")
             break
         except Exception:
             if time.monotonic() > deadline:
@@ -133,6 +134,27 @@ def test_pages_go_newest_first_through_every_run_once(visibility: Settings) -> N
     assert sparse == [[3, 2, 1]]
     failed = sum(asyncio.run(all_pages(listing.RunFilter(state="Failed"), 7)), [])
     assert failed == [i for i in range(N_RUNS, 3, -1) if state_of(i) == "Failed"]
+
+
+def test_a_stale_hint_of_the_top_id_never_changes_the_page(visibility: Settings) -> None:
+    """The newest page starts where the last one found the top id: runs started since
+    (a hint too low) and a hint too high (a new server on the same address) still give
+    the true newest page."""
+
+    async def newest(hint: int | None) -> list[int]:
+        client = await Client.connect(visibility.address)
+        flt = listing.RunFilter()
+        key = (client.service_client.config.target_host, client.namespace, flt.query())
+        listing._TOP_HINTS.pop(key, None)
+        if hint is not None:
+            listing._TOP_HINTS[key] = hint
+        page = await listing.runs_page(client, flt, limit=10)
+        assert listing._TOP_HINTS[key] == N_RUNS
+        return [r.run_id for r in page.runs]
+
+    want = list(range(N_RUNS, N_RUNS - 10, -1))
+    for hint in (None, 5, N_RUNS, 100_000):
+        assert asyncio.run(newest(hint)) == want, hint
 
 
 def test_filters_state_machine_type_words_pipeline(visibility: Settings) -> None:
