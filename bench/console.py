@@ -46,7 +46,11 @@ def free_port() -> int:
 
 async def populate(address: str, runs: int) -> float:
     from temporalio.client import Client
-    from temporalio.common import SearchAttributePair, TypedSearchAttributes
+    from temporalio.common import (
+        SearchAttributePair,
+        TypedSearchAttributes,
+        WorkflowIDConflictPolicy,
+    )
 
     from conjure.workflows import keys
 
@@ -54,7 +58,10 @@ async def populate(address: str, runs: int) -> float:
     while True:  # the port answers before the namespace exists
         try:
             client = await Client.connect(address)
-            await client.count_workflows("WorkflowType='RunWorkflow'")
+            await client.start_workflow(
+                "Probe", id="ready", task_queue="nobody-polls",
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )  # fmt: skip
             break
         except Exception:
             if time.monotonic() > deadline:

@@ -21,7 +21,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
 
 from conjure.cli import listing
 from conjure.cli.console.app import create_app
@@ -69,7 +73,10 @@ async def _populate(settings: Settings) -> None:
     while True:  # the port answers before the namespace exists
         try:
             client = await Client.connect(settings.address)
-            await client.count_workflows("WorkflowType='RunWorkflow'")
+            await client.start_workflow(
+                "Probe", id="ready", task_queue="nobody-polls",
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )  # fmt: skip
             break
         except Exception:
             if time.monotonic() > deadline:

@@ -407,7 +407,7 @@ async function machinesPage() {
   const body = h("tbody", {});
   const note = h("span", { class: "muted" });
   main.replaceChildren(h("div", { class: "bar" }, h("h1", {}, "Machines"), note),
-    h("div", { class: "panel" }, h("table", {}, h("thead", {}, h("tr", {}, ...["ID", "Type", "Provider", "State", "Idle since", "Runs", "Cost", "Run", ""].map(t => h("th", {}, t)))), body)));
+    h("div", { class: "panel" }, h("table", {}, h("thead", {}, h("tr", {}, ...["ID", "Type", "Provider", "State", "Idle since", "Runs", "Cost", "Run", ""].map(t => h("th", { class: t === "Runs" || t === "Cost" ? "num" : null }, t)))), body)));
   async function load() {
     const m = await api("/api/machines");
     note.textContent = !m.started ? "the pool starts with the first run" : (m.queue ? `${m.queue} run(s) waiting for a machine` : "");
