@@ -51,6 +51,7 @@ async def populate(address: str, runs: int) -> float:
         TypedSearchAttributes,
         WorkflowIDConflictPolicy,
     )
+    from temporalio.service import RPCError
 
     from conjure.workflows import keys
 
@@ -87,11 +88,21 @@ async def populate(address: str, runs: int) -> float:
             ]
         )
         async with sem:
-            await client.start_workflow(
-                "RunWorkflow", id=f"run-{i}", task_queue="bench-nobody-polls",
-                search_attributes=attrs,
-                execution_timeout=None if recent else timedelta(seconds=1),
-            )  # fmt: skip
+            for attempt in range(30):
+                try:
+                    await client.start_workflow(
+                        "RunWorkflow", id=f"run-{i}", task_queue="bench-nobody-polls",
+                        search_attributes=attrs,
+                        execution_timeout=None if recent else timedelta(seconds=1),
+                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    )  # fmt: skip
+                    return
+                except RPCError:
+                    # A dev server this busy now and then says its namespace is not
+                    # found, or times out: the same start again is a no-op if it landed.
+                    if attempt == 29:
+                        raise
+                    await asyncio.sleep(0.5)
 
     await asyncio.gather(*(one(i) for i in range(1, runs + 1)))
     made = time.monotonic() - t0
