@@ -54,6 +54,11 @@ async def recent_pollers(client: Client, task_queue: str) -> int:
     )
 
 
+def _no_poller(e: RPCError) -> bool:
+    """The server's own verdict: it saw no worker poll the workflow's task queue lately."""
+    return e.status == RPCStatusCode.FAILED_PRECONDITION and "no poller" in str(e).lower()
+
+
 def _timed_out(e: RPCError) -> bool:
     return e.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
 
@@ -65,9 +70,14 @@ async def query_with_liveness(
 ) -> T:
     """`ask(rpc_timeout)` runs the query. NoControlWorker (exit 1, one line) when it
     times out and no worker polls `task_queue`."""
+    no_worker = NoControlWorker(
+        f"no control worker is polling {task_queue} (start one with `conjure worker`)"
+    )
     try:
         return await ask(QUICK)
     except RPCError as e:
+        if _no_poller(e):
+            raise no_worker from None
         if not _timed_out(e):
             raise
     try:
@@ -75,12 +85,12 @@ async def query_with_liveness(
     except RPCError:
         alive = 0
     if not alive:
-        raise NoControlWorker(
-            f"no control worker is polling {task_queue} (start one with `conjure worker`)"
-        )
+        raise no_worker
     try:
         return await ask(timedelta(seconds=30))  # a worker is there, only busy
     except RPCError as e:
+        if _no_poller(e):
+            raise no_worker from None
         if _timed_out(e):
             raise NoControlWorker(
                 f"the control worker polling {task_queue} did not answer in time"

@@ -1,0 +1,192 @@
+"""The fault campaign's figures (issue 15), against baselines measured in the same run.
+
+    .venv/bin/python bench/faults.py [--heartbeat 5] [--runs 10] [--limit 2] [--lines 400000]
+
+Starts its own embedded stack in a temporary CONJURE_HOME on free ports, then prints:
+
+* interrupted:  an agent SIGKILLed under a running run (not restarted) -> the run is
+                Interrupted; as a ratio to the heartbeat timeout (the bound is 2.0)
+* limit:        RUNS runs submitted at once from two submitters (the CLI and the Python
+                API) under max_concurrent_runs=LIMIT: the most on machines at once,
+                sampled every 0.2 s; as a ratio to the limit (never above 1.0)
+* flood memory: the agent's peak resident memory (VmHWM) while it stores a run printing
+                LINES lines at once; baseline: the same agent's peak after a quiet run
+* flood:        execute attempts for the flood run (1: no retry) and the dropped count's
+                exactness (the notes' sum against the lines missing from the log)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import threading
+import time
+
+from common import CONJURE, Row, bench_stack, load_note, markdown, sh
+
+ON_MACHINE = {"Building", "Mounting", "Running", "Saving", "Pushing"}
+
+
+def _api():  # type: ignore[no-untyped-def]
+    from conjure import AsyncConjure
+
+    return AsyncConjure(autostart=False)
+
+
+async def wait_state(c, run_id: int, pred, poll: float = 0.1) -> dict:  # type: ignore[no-untyped-def]
+    from conjure import AsyncRun
+
+    while True:
+        try:
+            st = (await AsyncRun(c, run_id).status()).model_dump(mode="json")
+        except Exception:
+            st = {"state": "?"}
+        if pred(st):
+            return st
+        await asyncio.sleep(poll)
+
+
+def submit(cmd: str, work: str) -> int:
+    return int(sh(CONJURE, "run", "--background", cmd, cwd=work).strip())
+
+
+def agent_pid(settings, machine_id: str) -> int:  # type: ignore[no-untyped-def]
+    from conjure.infra.providers import local
+
+    rec = local.describe(settings, machine_id)
+    assert rec is not None
+    return rec.pid
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM: the process's peak resident set since it started."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def interrupted(settings, work: str, heartbeat: float) -> float:  # type: ignore[no-untyped-def]
+    c = _api()
+    n = submit("sleep 600", work)
+    st = await wait_state(c, n, lambda s: s["state"] == "Running")
+    await asyncio.sleep(1)
+    os.kill(agent_pid(settings, st["machine_id"]), signal.SIGKILL)
+    t0 = time.monotonic()
+    st = await wait_state(c, n, lambda s: s["state"] not in ("Running", "?"), poll=0.05)
+    took = time.monotonic() - t0
+    if st["state"] != "Interrupted":
+        raise SystemExit(f"run {n} ended {st['state']}, not Interrupted")
+    return took
+
+
+async def limit_peak(work: str, runs: int) -> int:
+    from conjure import AsyncConjure, AsyncRun
+
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def cli() -> None:
+        for _ in range(runs // 2):
+            n = submit("sleep 1; echo ok", work)
+            with lock:
+                ids.append(n)
+
+    t = threading.Thread(target=cli)
+    t.start()
+    sub = AsyncConjure()
+    for _ in range(runs - runs // 2):
+        r = await sub.run("sleep 1; echo ok", cwd=work)
+        with lock:
+            ids.append(r.id)
+    t.join()
+    c = _api()
+    peak = 0
+    while True:
+        states = [(await AsyncRun(c, n).status()).state.value for n in list(ids)]
+        peak = max(peak, sum(1 for s in states if s in ON_MACHINE))
+        if len(states) == runs and all(
+            s in ("Complete", "Failed", "Stopped", "Killed", "Interrupted") for s in states
+        ):
+            bad = [s for s in states if s != "Complete"]
+            if bad:
+                raise SystemExit(f"runs ended {bad}")
+            return peak
+        await asyncio.sleep(0.2)
+
+
+async def flood(settings, work: str, lines: int) -> tuple[float, float, list[int], int, int]:  # type: ignore[no-untyped-def]
+    """(agent peak MiB after a quiet run, after the flood, execute attempts, dropped by
+    the notes, lines missing from the log)."""
+    from conjure.infra.logs import LogReader
+    from conjure.infra.store import open_store
+    from conjure.infra.temporal import make_client
+
+    c = _api()
+    quiet = submit("echo quiet", work)
+    st = await wait_state(c, quiet, lambda s: s["state"] == "Complete")
+    pid = agent_pid(settings, st["machine_id"])
+    base = peak_rss_mib(pid)
+    n = submit(f"seq 1 {lines}", work)
+    st = await wait_state(c, n, lambda s: s["state"] in ("Complete", "Failed", "Interrupted"))
+    if agent_pid(settings, st["machine_id"]) != pid:
+        raise SystemExit("the flood ran on another machine: the memory figure would be wrong")
+    peak = peak_rss_mib(pid)
+    client = await make_client(settings)
+    attempts: list[int] = []
+    scheduled: set[int] = set()
+    async for ev in client.get_workflow_handle(f"run-{n}").fetch_history_events():
+        if ev.HasField("activity_task_scheduled_event_attributes"):
+            if ev.activity_task_scheduled_event_attributes.activity_type.name == "execute":
+                scheduled.add(ev.event_id)
+        if ev.HasField("activity_task_started_event_attributes"):
+            started = ev.activity_task_started_event_attributes
+            if started.scheduled_event_id in scheduled:
+                attempts.append(started.attempt)
+    store = open_store(settings.store, settings)
+    got = list(LogReader(store, n).poll())
+    kept = sum(1 for ln in got if ln.stream == "o")
+    noted = sum(
+        int(m.group(1))
+        for ln in got
+        if ln.stream == "c" and (m := re.match(r"\[conjure\] (\d+) log line", ln.text))
+    )
+    return base, peak, attempts, noted, lines - kept
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--heartbeat", type=float, default=5.0)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--limit", type=int, default=2)
+    p.add_argument("--lines", type=int, default=400_000)
+    args = p.parse_args()
+    with bench_stack(
+        CONJURE_MAX_CONCURRENT_RUNS=str(args.limit),
+        CONJURE_EXECUTE_HEARTBEAT_SECONDS=str(args.heartbeat),
+        CONJURE_LOG_LINES_PER_WINDOW="1000",
+        CONJURE_LOG_WINDOW_SECONDS="1",
+    ) as (settings, work):
+        base, peak, attempts, noted, missing = asyncio.run(flood(settings, work, args.lines))
+        took = asyncio.run(interrupted(settings, work, args.heartbeat))
+        most = asyncio.run(limit_peak(work, args.runs))
+    rows = [
+        Row("time to Interrupted (agent SIGKILLed)", "s", [took], [args.heartbeat],
+            "heartbeat timeout", goal="≤ 2.0 x"),
+        Row(f"most runs on machines at once ({args.runs} runs, 2 submitters)", "runs",
+            [float(most)], [float(args.limit)], "max_concurrent_runs", goal="≤ 1.0 x"),
+        Row(f"agent peak memory, {args.lines:,}-line flood", "MiB", [peak], [base],
+            "after a quiet run",
+            note=f"execute attempts {attempts}; dropped lines by the notes {noted:,}, "
+            f"missing from the log {missing:,} ({'exact' if noted == missing else 'NOT exact'})"),
+    ]  # fmt: skip
+    print(markdown(rows))
+    print(f"\n{load_note()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""The fault campaign of issue 15, reproduced against the real stack (Temporal dev
+server, control worker, local machines on the real Docker engine): SIGKILL of the
+control worker while runs wait in Requested and run, with no worker at all (a
+production cluster nothing restarts), of the Temporal server, of an agent (restarted
+and not), a log flood, and the concurrency limit under two submitters.
+
+Scaled down to fit a few minutes on 2 cores: the limit test submits 10 runs under a
+limit of 2 (the campaign: 60 under 4); the flood is 400,000 lines (the campaign: a
+million). `bench/faults.py` prints the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conjure.cli.api import AsyncConjure, AsyncRun
+from conjure.cli.liveness import recent_pollers
+from conjure.infra import stack
+from conjure.infra.config import Settings, get_settings
+from conjure.infra.logs import LogReader
+from conjure.infra.providers import local
+from conjure.infra.store import open_store
+from conjure.infra.temporal import make_client
+from conjure.workflows.models import RunStatus
+from tests.conftest import conjure, running_stack, stack_env
+
+pytestmark = pytest.mark.faults
+
+HEARTBEAT = 8.0
+LIMIT = 2
+
+
+@pytest.fixture(scope="module")
+def faults_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    home = tmp_path_factory.mktemp("faults-home")
+    env = stack_env(
+        home,
+        CONJURE_IDLE_TIMEOUT_SECONDS="600",
+        CONJURE_MAX_CONCURRENT_RUNS=str(LIMIT),
+        CONJURE_EXECUTE_HEARTBEAT_SECONDS=str(HEARTBEAT),
+        CONJURE_LOG_LINES_PER_WINDOW="1000",
+        CONJURE_LOG_WINDOW_SECONDS="1",
+    )
+    with running_stack(env) as settings:
+        yield settings
+
+
+def api() -> AsyncConjure:
+    """No autostart: polling never restarts the worker or an agent behind the test."""
+    return AsyncConjure(get_settings(), autostart=False)
+
+
+def submit(cmd: str, cwd: Path, env: dict[str, str] | None = None) -> int:
+    r = conjure("run", "--background", cmd, cwd=cwd, env=env)
+    assert r.code == 0, r
+    return int(r.out.strip())
+
+
+async def wait_for(run_id: int, pred, timeout: float = 240) -> RunStatus:  # type: ignore[no-untyped-def]
+    run = AsyncRun(api(), run_id)
+    deadline = time.monotonic() + timeout
+    st = None
+    while time.monotonic() < deadline:
+        try:
+            st = await run.status()
+        except Exception:  # the server or the worker is down for a moment
+            st = None
+        if st is not None and pred(st):
+            return st
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"run {run_id} never got there; last status {st}")
+
+
+def log_lines(settings: Settings, run_id: int) -> list[str]:
+    store = open_store(settings.store, settings)
+    return [ln.text for ln in LogReader(store, run_id).poll() if ln.stream in ("o", "e")]
+
+
+def outputs(settings: Settings, run_id: int) -> list[str]:
+    root = settings.home / "store" / "runs" / str(run_id)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+async def execute_attempts(settings: Settings, run_id: int) -> list[int]:
+    """The attempts of the run's `execute` activity that started, from its history."""
+    client = await make_client(settings)
+    attempts = []
+    scheduled: set[int] = set()
+    async for event in client.get_workflow_handle(f"run-{run_id}").fetch_history_events():
+        attrs = event.activity_task_scheduled_event_attributes
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            if attrs.activity_type.name == "execute":
+                scheduled.add(event.event_id)
+        if event.HasField("activity_task_started_event_attributes"):
+            started = event.activity_task_started_event_attributes
+            if started.scheduled_event_id in scheduled:
+                attempts.append(started.attempt)
+    return attempts
+
+
+def wait_no_pollers(settings: Settings, timeout: float = 150) -> float:
+    """Until the killed worker's last poll is stale on the server; returns the wait."""
+
+    async def go() -> float:
+        client = await make_client(settings)
+        start = time.monotonic()
+        while await recent_pollers(client, settings.control_task_queue):
+            assert time.monotonic() - start < timeout, "the dead worker still looks alive"
+            await asyncio.sleep(2)
+        return time.monotonic() - start
+
+    return asyncio.run(go())
+
+
+def test_worker_killed_with_runs_requested_and_running(
+    faults_stack: Settings, tmp_path: Path
+) -> None:
+    """SIGKILL of the control worker while two runs run and one waits in Requested; with
+    no worker (nothing restarts it) `ls` answers from visibility and `status` fails in
+    one line; after a restart every run completes once, outputs saved once."""
+    runs = [submit(f"sleep 40; echo out-{i} > out.txt; echo line-{i}", tmp_path) for i in range(3)]
+    asyncio.run(wait_for(runs[0], lambda s: s.state.value == "Running"))
+    asyncio.run(wait_for(runs[1], lambda s: s.state.value == "Running"))
+    queued = asyncio.run(wait_for(runs[2], lambda s: s.state.value == "Requested"))
+    assert queued.state.value == "Requested"
+    stack.kill_for_tests(faults_stack, "worker")
+    waited = wait_no_pollers(faults_stack)
+    print(f"the dead worker's pollers went stale after {waited:.0f}s")
+    # A production cluster: a Temporal address is set, so no command restarts a worker.
+    production = {"CONJURE_TEMPORAL_ADDRESS": faults_stack.address}
+    t0 = time.monotonic()
+    listed = conjure("ls", "--json", env=production, timeout=60)
+    print(f"`conjure ls --json` without a worker: {time.monotonic() - t0:.1f}s")
+    assert listed.code == 0, listed
+    rows = {r["id"]: r for r in json.loads(listed.out)}
+    assert rows[runs[2]]["state"] == "Requested"
+    assert rows[runs[2]]["queue_position_unknown"] is True
+    human = conjure("ls", env=production, timeout=60)
+    assert human.code == 0 and "Requested #?" in human.out, human
+    t0 = time.monotonic()
+    st = conjure("status", str(runs[2]), env=production, timeout=60)
+    print(f"`conjure status` without a worker: {time.monotonic() - t0:.1f}s")
+    assert st.code == 1, st
+    lines = [ln for ln in st.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "no control worker is polling conjure-control" in lines[0], st
+    assert "Traceback" not in st.err
+    # The worker comes back (as `conjure up` starts it): everything goes on.
+    up = conjure("up")
+    assert up.code == 0, up
+    for i, n in enumerate(runs):
+        final = asyncio.run(wait_for(n, lambda s: s.state.final))
+        assert final.state.value == "Complete", final
+        assert log_lines(faults_stack, n) == [f"line-{i}"]
+        assert outputs(faults_stack, n) == ["out.txt"]
+        assert (
+            faults_stack.home / "store" / "runs" / str(n) / "out.txt"
+        ).read_text() == f"out-{i}\n"
+
+
+def test_temporal_server_killed_mid_run(faults_stack: Settings, tmp_path: Path) -> None:
+    n = submit("for i in $(seq 1 12); do echo tick $i; sleep 0.5; done", tmp_path)
+    asyncio.run(wait_for(n, lambda s: s.state.value == "Running"))
+    stack.kill_for_tests(faults_stack, "temporal")
+    time.sleep(2)
+    up = conjure("up")  # the server restarts on its database; worker and agent reconnect
+    assert up.code == 0, up
+    final = asyncio.run(wait_for(n, lambda s: s.state.final))
+    assert final.state.value == "Complete", final
+    assert log_lines(faults_stack, n) == [f"tick {i}" for i in range(1, 13)]
+
+
+def _agent_pid(settings: Settings, machine_id: str) -> int:
+    rec = local.describe(settings, machine_id)
+    assert rec is not None
+    return rec.pid
+
+
+def test_agent_killed_restarted_and_not(faults_stack: Settings, tmp_path: Path) -> None:
+    """Restarted (as any `conjure` command does): the run completes, its log whole.
+    Not restarted: the run is Interrupted within twice the heartbeat timeout."""
+    n = submit("for i in $(seq 1 16); do echo line $i; sleep 0.5; done", tmp_path)
+    st = asyncio.run(wait_for(n, lambda s: s.state.value == "Running"))
+    time.sleep(1.5)
+    pid = _agent_pid(faults_stack, st.machine_id or "")
+    os.kill(pid, signal.SIGKILL)
+    while local.pid_alive(pid):
+        time.sleep(0.05)
+    assert local.start_stopped_agents(faults_stack) >= 1
+    final = asyncio.run(wait_for(n, lambda s: s.state.final))
+    assert final.state.value == "Complete", final
+    assert log_lines(faults_stack, n) == [f"line {i}" for i in range(1, 17)]
+
+    m = submit("sleep 300", tmp_path)
+    st = asyncio.run(wait_for(m, lambda s: s.state.value == "Running"))
+    os.kill(_agent_pid(faults_stack, st.machine_id or ""), signal.SIGKILL)
+    killed = time.monotonic()
+    final = asyncio.run(wait_for(m, lambda s: s.state.final, timeout=120))
+    print(f"Interrupted {time.monotonic() - killed:.1f}s after the agent died")
+    assert final.state.value == "Interrupted", final
+
+
+def test_log_flood_costs_no_retry(faults_stack: Settings, tmp_path: Path) -> None:
+    """400,000 lines at once under a limit of 1000 a second, the heartbeat timeout 8 s:
+    one execute attempt, the drop notes add up to exactly the lines dropped, at most
+    one note a window, the kept lines in order."""
+    total = 400_000
+    n = submit(f"seq 1 {total}", tmp_path)
+    final = asyncio.run(wait_for(n, lambda s: s.state.final, timeout=400))
+    assert final.state.value == "Complete", final
+    assert asyncio.run(execute_attempts(faults_stack, n)) == [1]
+    store = open_store(faults_stack.store, faults_stack)
+    lines = list(LogReader(store, n).poll())
+    kept = [int(ln.text) for ln in lines if ln.stream == "o"]
+    notes = [ln for ln in lines if ln.stream == "c" and "dropped" in ln.text]
+    dropped = sum(int(re.match(r"\[conjure\] (\d+) log line", ln.text).group(1)) for ln in notes)  # type: ignore[union-attr]
+    assert kept == sorted(kept) and len(set(kept)) == len(kept)
+    assert dropped == total - len(kept), (dropped, len(kept))
+    at = {c.state.value: c.at for c in final.timeline}
+    span = (at["Saving"] - at["Running"]).total_seconds()  # the agent's reading time
+    assert len(notes) <= span / 1.0 + 2, f"{len(notes)} notes over {span:.1f}s"
+
+
+def test_limit_holds_for_two_submitters(faults_stack: Settings, tmp_path: Path) -> None:
+    """10 runs under a limit of 2, half from the CLI and half from the Python API at the
+    same time: never more than 2 on machines at once, every run completes."""
+    cmd = "sleep 1; echo ok"
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def from_cli() -> None:
+        for _ in range(5):
+            n = submit(cmd, tmp_path)
+            with lock:
+                ids.append(n)
+
+    async def from_api() -> None:
+        c = AsyncConjure(get_settings())
+        for _ in range(5):
+            run = await c.run(cmd, cwd=tmp_path)
+            with lock:
+                ids.append(run.id)
+
+    t = threading.Thread(target=from_cli)
+    t.start()
+    asyncio.run(from_api())
+    t.join()
+    assert len(set(ids)) == 10
+
+    async def watch() -> int:
+        c = api()
+        peak = 0
+        while True:
+            states = [(await AsyncRun(c, n).status()).state for n in ids]
+            on_machine = sum(
+                1
+                for s in states
+                if s.value in ("Building", "Mounting", "Running", "Saving", "Pushing")
+            )
+            peak = max(peak, on_machine)
+            if all(s.final for s in states):
+                assert all(s.value == "Complete" for s in states), states
+                return peak
+            await asyncio.sleep(0.2)
+
+    peak = asyncio.run(watch())
+    print(f"at most {peak} runs on machines at once under a limit of {LIMIT}")
+    assert 1 <= peak <= LIMIT
