@@ -35,6 +35,7 @@ PAGES = [
     "/runs/{run_id:int}",
     "/pipelines",
     "/pipelines/{pipeline_id:int}",
+    "/hypers/{hyper_id:int}",
     "/machines",
     "/resources",
     "/resources/{path:path}",

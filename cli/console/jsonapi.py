@@ -25,6 +25,7 @@ from conjure.cli.console import downloads
 from conjure.cli.console.models import (
     ActionResult,
     EntryOut,
+    HyperDetail,
     Info,
     Listing,
     LogLineOut,
@@ -373,6 +374,24 @@ async def pipeline_resume(request: Request) -> Response:
     return _json(ActionResult(message=f"pipeline {new.id} started{note}", state=str(new.id)))
 
 
+# --- hyperparameter searches -----------------------------------------------------------
+
+
+async def hyper(request: Request) -> Response:
+    from conjure.cli.hyper import AsyncHyper
+
+    st = await AsyncHyper(_api(request), _int(request, "hyper_id") or 0).status()
+    return _json(HyperDetail(status=st, ranked=st.ranked()))
+
+
+async def hyper_stop(request: Request) -> Response:
+    from conjure.cli.hyper import AsyncHyper
+
+    h = AsyncHyper(_api(request), _int(request, "hyper_id") or 0)
+    await h.stop()
+    return _json(ActionResult(message=f"hyperparameter search {h.id} is stopping", state="Running"))
+
+
 # --- machines --------------------------------------------------------------------------
 
 
@@ -444,6 +463,7 @@ async def info(request: Request) -> Response:
 
 _RUN = Param("run_id", "path", "integer", "The run's id", required=True)
 _PIPE = Param("pipeline_id", "path", "integer", "The pipeline's id", required=True)
+_HYPER = Param("hyper_id", "path", "integer", "The search's id", required=True)
 _LIMIT = Param("limit", "query", "integer", "Rows per page (default 50, at most 500)")
 _BEFORE = Param("before", "query", "integer", "Only ids below this (the previous `next_before`)")
 
@@ -562,6 +582,22 @@ ENDPOINTS = [
         "Start a new pipeline that reruns the steps that did not complete",
         ActionResult,
         [_PIPE],
+    ),  # fmt: skip
+    Endpoint(
+        "GET",
+        "/api/hypers/{hyper_id:int}",
+        hyper,
+        "One hyperparameter search: its runs, values and metric, best first",
+        HyperDetail,
+        [_HYPER],
+    ),  # fmt: skip
+    Endpoint(
+        "POST",
+        "/api/hypers/{hyper_id:int}/stop",
+        hyper_stop,
+        "Stop a hyperparameter search: its runs are stopped, no new one starts",
+        ActionResult,
+        [_HYPER],
     ),  # fmt: skip
     Endpoint("GET", "/api/machines", machines, "The pool's machines", MachinesOut),
     Endpoint(

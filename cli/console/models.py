@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from conjure.workflows.hyper_models import HyperRun, HyperStatus
 from conjure.workflows.models import Machine, RunStatus
 from conjure.workflows.pipeline_models import PipelineStatus
 
@@ -122,6 +123,11 @@ class PipelineStepSpec(BaseModel):
     command: str
     machine_type: str
     depends_on: list[str] = Field(default_factory=list)
+
+
+class HyperDetail(BaseModel):
+    status: HyperStatus  # runs under way with their state and metric so far
+    ranked: list[HyperRun]  # the runs, best first
 
 
 class PipelineDetail(BaseModel):

@@ -10,7 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from starlette.testclient import TestClient
+
 from conjure.cli.api import Conjure
+from conjure.cli.console.app import create_app
 from conjure.infra.config import Settings
 from conjure.workflows.hyper_models import HyperState
 from tests.conftest import conjure
@@ -89,6 +92,17 @@ def test_grid_ranks_runs_by_their_metric(conjure_stack: Settings, tmp_path: Path
     assert stop.code == 1 and "already Complete" in stop.err, stop
     missing = conjure("hyper", "status", "999999")
     assert missing.code == 1 and "does not exist" in missing.err, missing
+
+    # The web console's JSON API and page (the same Python API underneath).
+    console = TestClient(create_app(conjure_stack), base_url="http://127.0.0.1:8234")
+    d = console.get(f"/api/hypers/{hid}").json()
+    assert d["status"]["state"] == "Complete" and d["status"]["planned"] == 4
+    assert [r["value"] for r in d["ranked"]] == [0.6, 0.3, 0.2, 0.1]
+    assert d["ranked"][0]["run_id"] == best["run_id"]
+    assert console.get(f"/hypers/{hid}").status_code == 200
+    assert console.get("/api/hypers/999999").status_code == 404
+    again = console.post(f"/api/hypers/{hid}/stop")
+    assert again.status_code == 409 and "already Complete" in again.json()["error"]
 
 
 def test_random_search_from_python_is_stopped(conjure_stack: Settings, tmp_path: Path) -> None:

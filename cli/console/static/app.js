@@ -204,6 +204,7 @@ function runCard(d) {
     ["Stop when", st.stop_conditions.length ? st.stop_conditions.join("; ") : null],
     ["Stopped by", st.stopped_by],
     ["Exit code", st.exit_code],
+    ["Hyper search", spec.hyper_id !== null && spec.hyper_id !== undefined ? h("a", { href: "/hypers/" + spec.hyper_id }, "search " + spec.hyper_id) : null],
     ["Pipeline", spec.pipeline_id !== null ? h("span", {}, h("a", { href: "/pipelines/" + spec.pipeline_id }, "pipeline " + spec.pipeline_id), ` (step ${spec.pipeline_step})`) : null],
     ["Created", when(d.created)],
     ["Duration", duration(d.total_seconds)],
@@ -374,6 +375,32 @@ async function pipelinesPage() {
       page.next_before !== null ? h("div", { class: "pager" }, h("a", { href: "/pipelines?before=" + page.next_before }, "older »")) : null));
 }
 
+// --- hyperparameter searches ---------------------------------------------------------
+
+async function hyperPage(hid) {
+  setTitle("Hyperparameter search " + hid);
+  let d;
+  try { d = await api(`/api/hypers/${hid}`); } catch (e) { return showError(e); }
+  const st = d.status;
+  const names = st.params.map(p => p.name);
+  const metric = st.metric ? `${st.metric} (${st.metric_agg})` : null;
+  const stop = h("button", { class: "warn", hidden: st.state !== "Running", onclick: async () => {
+    if (!await confirmDialog(`Stop search ${hid}?`, "Its running runs are stopped (their files are saved); runs not started never start.", "Stop search")) return;
+    try { toast((await post(`/api/hypers/${hid}/stop`)).message); } catch (e) { toast(e.message, true); }
+  } }, "Stop");
+  const rows = d.ranked.map(r => h("tr", {},
+    h("td", { class: "num" }, r.run_id !== null ? h("a", { href: "/runs/" + r.run_id }, String(r.run_id)) : "-"),
+    h("td", {}, badge(r.state)),
+    ...names.map(n => h("td", {}, h("code", {}, r.params[n] ?? ""))),
+    metric ? h("td", { class: "num" }, r.value !== null ? String(Number(r.value.toPrecision(6))) : "-") : null));
+  const done = st.runs.filter(r => !["Pending", "Requested", "Building", "Mounting", "Running", "Saving", "Pushing"].includes(r.state)).length;
+  main.replaceChildren(h("div", { class: "bar" }, h("h1", {}, `Hyperparameter search ${hid} · ${st.kind}`, badge(st.state)), h("span", { class: "spacer" }), stop),
+    h("div", { class: "panel" }, dlCard([["Command", h("code", {}, st.command)], ["Metric", metric ? `${metric}, best is ${st.goal === "min" ? "lowest" : "highest"}` : null],
+      ["Runs", `${done} of ${st.planned} ended`], ["Parallel", st.parallel || "no limit of its own"], ["Started", when(st.created)], ["Ended", when(st.ended)], ["Reason", st.reason]])),
+    h("div", { class: "panel" }, h("h2", {}, "Runs, best first"), h("table", {}, h("thead", {}, h("tr", {}, h("th", { class: "num" }, "Run"), h("th", {}, "State"), ...names.map(n => h("th", {}, n)), metric ? h("th", { class: "num" }, metric) : null)), h("tbody", {}, ...rows))));
+  if (st.state === "Running") every(2000, async () => { const n = await api(`/api/hypers/${hid}`); if (JSON.stringify(n.ranked) !== JSON.stringify(d.ranked) || n.status.state !== st.state) hyperPage(hid); });
+}
+
 async function pipelinePage(pid) {
   setTitle("Pipeline " + pid);
   let d;
@@ -462,6 +489,7 @@ async function route() {
     if ((m = p.match(/^\/runs\/(\d+)$/))) return await runPage(Number(m[1]));
     if (p === "/pipelines") return await pipelinesPage();
     if ((m = p.match(/^\/pipelines\/(\d+)$/))) return await pipelinePage(Number(m[1]));
+    if ((m = p.match(/^\/hypers\/(\d+)$/))) return await hyperPage(Number(m[1]));
     if (p === "/machines") return await machinesPage();
     if (p === "/resources" || p.startsWith("/resources/")) return await resourcesPage(decodeURIComponent(p.slice("/resources".length)));
     showError(new Error("No such page."));
