@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from starlette.testclient import TestClient
 
 from conjure.cli.api import Conjure
@@ -97,7 +98,7 @@ def test_grid_ranks_runs_by_their_metric(conjure_stack: Settings, tmp_path: Path
     console = TestClient(create_app(conjure_stack), base_url="http://127.0.0.1:8234")
     d = console.get(f"/api/hypers/{hid}").json()
     assert d["status"]["state"] == "Complete" and d["status"]["planned"] == 4
-    assert [r["value"] for r in d["ranked"]] == [0.6, 0.3, 0.2, 0.1]
+    assert [r["value"] for r in d["ranked"]] == pytest.approx([0.6, 0.3, 0.2, 0.1])
     assert d["ranked"][0]["run_id"] == best["run_id"]
     assert console.get(f"/hypers/{hid}").status_code == 200
     assert console.get("/api/hypers/999999").status_code == 404
