@@ -55,15 +55,11 @@ async def start(c, work: str, env: dict[str, str] | None = None) -> int:  # type
 
 async def timed_control(c, verb: str, work: str) -> float:  # type: ignore[no-untyped-def]
     from conjure import AsyncRun
-    from conjure.workflows.models import RunStatus
 
     run_id = await start(c, work)
-    handle = (await c.client()).get_workflow_handle(
-        AsyncRun(c, run_id).workflow_id, result_type=RunStatus
-    )
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(CONJURE, verb, str(run_id))
-    st = await handle.result()
+    st = await AsyncRun(c, run_id).wait()  # a Stopped/Killed run fails its workflow
     elapsed = time.perf_counter() - t0
     if await proc.wait() != 0 or st.state.value not in ("Stopped", "Killed"):
         raise SystemExit(f"conjure {verb} {run_id}: exit {proc.returncode}, {st.state}")

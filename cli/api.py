@@ -19,6 +19,8 @@ from typing import Any, overload
 
 from temporalio.client import (
     Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -64,6 +66,7 @@ from conjure.workflows.models import (
 )
 from conjure.workflows.pool import PoolWorkflow
 from conjure.workflows.run import RunWorkflow
+from conjure.workflows.run_outcome import shown_state, status_of
 from conjure.workflows.stop_conditions import StopCondition, StopRequest, parse_stop_condition
 
 
@@ -134,11 +137,20 @@ class AsyncRun:
     async def status(self) -> RunStatus:
         handle = await self._handle()
         try:
-            return await query_with_liveness(
+            st: RunStatus = await query_with_liveness(
                 await self._c.client(),
                 self._c.settings.control_task_queue,
                 lambda timeout: handle.query(RunWorkflow.status, rpc_timeout=timeout),
             )
+            if not st.state.final:  # its workflow may have been terminated from outside
+                closed = (await handle.describe()).status
+                if closed is not None and closed != WorkflowExecutionStatus.RUNNING:
+                    st.reason = (
+                        f"its workflow was {closed.name.lower().replace('_', ' ')} "
+                        f"(Temporal Web UI or CLI) while it was {st.state.value}"
+                    )
+                    st.state = RunState(shown_state(st.state.value, closed.name))
+            return st
         except RPCError as e:
             if e.status == RPCStatusCode.NOT_FOUND:
                 raise ConjureError(f"run {self.id} does not exist") from None
@@ -149,6 +161,9 @@ class AsyncRun:
         handle = client.get_workflow_handle(self.workflow_id, result_type=RunStatus)
         try:
             return await handle.result()
+        except WorkflowFailureError as e:
+            # Runs that end other than Complete fail their workflow (workflows/run_outcome.py).
+            return status_of(e) or await self.status()
         except RPCError as e:
             if e.status == RPCStatusCode.NOT_FOUND:
                 raise ConjureError(f"run {self.id} does not exist") from None

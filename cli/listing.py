@@ -21,6 +21,7 @@ from conjure.infra.errors import UsageError
 from conjure.workflows import cost as costs
 from conjure.workflows import keys
 from conjure.workflows.models import FINAL_STATES, RunState
+from conjure.workflows.run_outcome import shown_state
 
 MAX_PAGE = 500
 # (server, namespace, query) -> the highest id its last newest-first page found: where
@@ -105,7 +106,9 @@ def summary(wf: WorkflowExecution, memo: dict[str, Any], now: datetime) -> RunSu
     exit_code = memo.get(keys.EXIT_CODE_MEMO)
     return RunSummary(
         run_id=run_id,
-        state=sa.get(keys.STATE) or "?",
+        state=shown_state(
+            sa.get(keys.STATE) or "?", wf.status.name if ended and wf.status else None
+        ),
         machine_type=sa.get(keys.MACHINE_TYPE) or "?",
         command=sa.get(keys.COMMAND) or "",
         created=wf.start_time,

@@ -18,9 +18,10 @@ from datetime import timedelta
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from conjure.workflows import keys
+    from conjure.workflows import keys, run_outcome
     from conjure.workflows.models import (
         AllocateInput,
         AllocateResult,
@@ -53,20 +54,28 @@ class Sweep:
                 start_to_close_timeout=timedelta(seconds=30),
             )
             spec = inp.spec.model_copy(update={"env": {**inp.spec.env, "LR": lr}})
-            return await workflow.execute_child_workflow(
-                RunWorkflow.run,
-                RunInput(run_id=alloc.run_id, spec=spec, options=inp.options),
-                id=keys.run_workflow_id(alloc.run_id),
-                task_queue=inp.control_task_queue,
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(keys.RUN_ID, alloc.run_id),
-                        SearchAttributePair(keys.STATE, RunState.REQUESTED.value),
-                        SearchAttributePair(keys.MACHINE_TYPE, spec.machine_type.name),
-                        SearchAttributePair(keys.COMMAND, spec.command),
-                    ]
-                ),
-            )
+            # A run that ends other than Complete fails its workflow (so the Web UI shows
+            # it): its final status is the failure's detail.
+            try:
+                return await workflow.execute_child_workflow(
+                    RunWorkflow.run,
+                    RunInput(run_id=alloc.run_id, spec=spec, options=inp.options),
+                    id=keys.run_workflow_id(alloc.run_id),
+                    task_queue=inp.control_task_queue,
+                    search_attributes=TypedSearchAttributes(
+                        [
+                            SearchAttributePair(keys.RUN_ID, alloc.run_id),
+                            SearchAttributePair(keys.STATE, RunState.REQUESTED.value),
+                            SearchAttributePair(keys.MACHINE_TYPE, spec.machine_type.name),
+                            SearchAttributePair(keys.COMMAND, spec.command),
+                        ]
+                    ),
+                )
+            except ChildWorkflowError as e:
+                ended = run_outcome.status_of(e)
+                if ended is None:
+                    raise
+                return ended
 
         return list(await asyncio.gather(*(one(lr) for lr in inp.learning_rates)))
 

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     machine_health_seconds: float = 30.0  # how often the pool asks the provider about machines
     max_machines: dict[str, int] = Field(default_factory=dict)  # machine type -> cap
     reconcile_interval_seconds: float = 60.0  # 0: no reconciler
+    # How often the control worker looks for run workflows terminated from outside
+    # (the Temporal Web UI) that still hold a machine, and gives it back. 0: never.
+    reap_interval_seconds: float = 10.0
     agent_timeout_seconds: float = 60.0  # an idle machine's agent silent this long: terminated
     cluster_name: str = "conjure"  # tagged on every cloud instance; the reconciler's scope
     spot: bool = False  # spot/preemptible instances where the machine type allows

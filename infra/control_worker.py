@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 from conjure.activities.hyper import HyperActivities
 from conjure.activities.pipeline import PipelineActivities
 from conjure.activities.provider import ProviderActivities
+from conjure.activities.run_reaper import reap_forever
 from conjure.activities.secrets import SecretActivities
 from conjure.infra.config import Settings
 from conjure.infra.pool_config import configure_pool
@@ -24,6 +25,7 @@ from conjure.workflows.hyper import HyperWorkflow
 from conjure.workflows.pipeline import PipelineWorkflow
 from conjure.workflows.pool import PoolWorkflow
 from conjure.workflows.run import RunWorkflow
+from conjure.workflows.run_reap import RunReapWorkflow
 from conjure.workflows.stop_condition_workflow import StopConditionWorkflow
 
 WORKFLOWS = [
@@ -33,6 +35,7 @@ WORKFLOWS = [
     PipelineWorkflow,
     StopConditionWorkflow,
     HyperWorkflow,
+    RunReapWorkflow,
 ]
 
 
@@ -63,4 +66,13 @@ async def run_control_worker(settings: Settings) -> None:
                 await configure_pool(client, settings, authoritative=True)
             except Exception as e:  # the pool can still be configured by a client later
                 logging.warning("could not configure the pool: %s", e)
+            reaper = None
+            if settings.reap_interval_seconds > 0:
+                reaper = asyncio.create_task(
+                    reap_forever(
+                        client, settings.control_task_queue, settings.reap_interval_seconds, stop
+                    )
+                )
             await stop.wait()
+            if reaper is not None:
+                await reaper

@@ -24,7 +24,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from conjure.workflows import keys
+    from conjure.workflows import keys, run_outcome
     from conjure.workflows.activity_defs import HyperActivityDefs, PipelineActivityDefs
     from conjure.workflows.hyper_models import (
         HyperInput,
@@ -185,7 +185,12 @@ class HyperWorkflow:
                 result = await child
                 run.state, run.reason = result.state.value, result.reason
             except ChildWorkflowError as e:
-                run.state, run.reason = RunState.FAILED.value, str(e.cause or e)
+                ended = run_outcome.status_of(e)  # a run that ended other than Complete
+                run.state, run.reason = (
+                    (ended.state.value, ended.reason)
+                    if ended is not None
+                    else (RunState.FAILED.value, str(e.cause or e))
+                )
             if inp.metric:
                 try:
                     m = await workflow.execute_activity_method(

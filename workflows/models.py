@@ -27,6 +27,9 @@ class RunState(str, Enum):
     STOPPED = "Stopped"
     KILLED = "Killed"
     INTERRUPTED = "Interrupted"
+    # Shown, never set by the workflow: its workflow was terminated from outside
+    # (the Temporal Web UI's Terminate or Reset) before it reached a final state.
+    TERMINATED = "Terminated"
 
     @property
     def final(self) -> bool:
@@ -34,7 +37,14 @@ class RunState(str, Enum):
 
 
 FINAL_STATES = frozenset(
-    {RunState.COMPLETE, RunState.FAILED, RunState.STOPPED, RunState.KILLED, RunState.INTERRUPTED}
+    {
+        RunState.COMPLETE,
+        RunState.FAILED,
+        RunState.STOPPED,
+        RunState.KILLED,
+        RunState.INTERRUPTED,
+        RunState.TERMINATED,
+    }
 )
 
 

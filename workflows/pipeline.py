@@ -18,7 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from conjure.workflows import keys
+    from conjure.workflows import keys, run_outcome
     from conjure.workflows.activity_defs import PipelineActivityDefs
     from conjure.workflows.models import (
         AllocateInput,
@@ -155,8 +155,11 @@ class PipelineWorkflow:
                 await self._stop_child(child)
             result = await child
         except ChildWorkflowError as e:
-            st.state, st.reason = StepState.FAILED, str(e.cause or e)
-            return
+            ended = run_outcome.status_of(e)  # a run that ended other than Complete
+            if ended is None:
+                st.state, st.reason = StepState.FAILED, str(e.cause or e)
+                return
+            result = ended
         st.run_state = result.state.value
         if result.state == RunState.COMPLETE:
             st.state = StepState.COMPLETE

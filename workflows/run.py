@@ -17,7 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
-    from conjure.workflows import cost, keys
+    from conjure.workflows import cost, keys, run_outcome
     from conjure.workflows.activity_defs import MachineActivityDefs as Machine
     from conjure.workflows.activity_defs import SecretActivityDefs
     from conjure.workflows.models import (
@@ -111,16 +111,19 @@ class RunWorkflow(RunInbox):
                 id=child_workflow_id(inp.run_id),
             )
         try:
-            final = await self._run(inp)
+            status = await self._run(inp)
             if inp.spec.secrets_key and workflow.patched("forget-secrets"):
                 await self._forget_secrets(inp.spec.secrets_key)
-            return final
         finally:
             if child is not None and not child.done():
                 try:
                     await child.signal(StopConditionWorkflow.close)
                 except Exception:
                     pass  # it finished meanwhile
+        if status.state != RunState.COMPLETE and workflow.patched(run_outcome.FAIL_PATCH):
+            # The Web UI's list shows FAILED, not COMPLETED; the status is the failure's detail.
+            raise run_outcome.failure(status)
+        return status
 
     async def _forget_secrets(self, key: str) -> None:
         """The run is final: its secret values leave the store (on the control worker)."""

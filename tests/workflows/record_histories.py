@@ -8,6 +8,9 @@ histories need not replay, else use `workflow.patched`):
 or record only some groups, leaving the other committed histories as they are:
 
     CONJURE_HOME=/tmp/rec .venv/bin/python -m tests.workflows.record_histories hyper resume
+
+(`ui`: a run that closes as a failed workflow, and a run workflow terminated from
+outside and reaped.)
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ async def save(client, wanted: list[tuple[str, str]]) -> None:  # type: ignore[n
 async def main() -> None:
     c = AsyncConjure()
     client = await c.client()
-    groups = {"hyper": hyper_histories, "resume": resume_histories}
+    groups = {"hyper": hyper_histories, "resume": resume_histories, "ui": ui_histories}
     if sys.argv[1:]:
         for group in sys.argv[1:]:
             with tempfile.TemporaryDirectory() as tmp:
@@ -140,6 +143,28 @@ async def main() -> None:
             ("pipeline", keys.pipeline_workflow_id(pipeline.id)),
         ],
     )
+
+
+async def ui_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, str]]:
+    from conjure.workflows.pool import PoolWorkflow
+    from conjure.workflows.run_reap import reap_workflow_id
+
+    client = await c.client()
+    failed = await c.run("exit 3", cwd=cwd)
+    await failed.wait()
+    doomed = await c.run("sleep 600", cwd=cwd)
+    while (await doomed.status()).state.value != "Running":
+        await asyncio.sleep(0.2)
+    wid = keys.run_workflow_id(doomed.id)
+    await client.get_workflow_handle(wid).terminate(reason="recording")
+    pool = client.get_workflow_handle(keys.POOL_WORKFLOW_ID)
+    while any(m.run_workflow_id == wid for m in (await pool.query(PoolWorkflow.view)).machines):
+        await asyncio.sleep(0.5)
+    await client.get_workflow_handle(reap_workflow_id(wid)).result()
+    return [
+        ("run_failed_closes_failed", keys.run_workflow_id(failed.id)),
+        ("run_reap", reap_workflow_id(wid)),
+    ]
 
 
 if __name__ == "__main__":

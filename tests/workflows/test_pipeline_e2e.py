@@ -190,7 +190,7 @@ async def test_python_api_sync_and_async(conjure_stack: Settings, tmp_path: Path
 
 
 def test_custom_workflow_example(conjure_stack: Settings, tmp_path: Path) -> None:
-    example = Path(__file__).parent.parent / "examples" / "custom_workflow.py"
+    example = Path(__file__).parents[2] / "examples" / "custom_workflow.py"
     proc = subprocess.run(
         [sys.executable, str(example)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**__import__("os").environ, "PYTHONPATH": str(example.parent.parent)},

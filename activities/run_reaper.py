@@ -1,0 +1,92 @@
+"""The control worker's reaper: runs whose workflow was terminated from outside.
+
+Every `reap_interval` seconds it reads the pool's view, and for each machine leased to
+a run workflow that is no longer running (terminated or timed out from the Temporal
+Web UI or CLI: a run that ends by itself releases its lease before it closes) it
+starts `RunReapWorkflow` (workflows/run_reap.py), which stops the run's container and
+gives the machine back. Lease requests still queued for such a workflow are
+withdrawn. Repeated passes are harmless: the reap workflow's id is the run's, and the
+pool ignores a stale release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from conjure.workflows import keys
+from conjure.workflows.models import CancelLeaseRequest, PoolView
+from conjure.workflows.pool import PoolWorkflow
+from conjure.workflows.run_reap import ReapInput, RunReapWorkflow, reap_workflow_id
+
+log = logging.getLogger(__name__)
+
+
+async def _closed(client: Client, workflow_id: str) -> bool:
+    try:
+        desc = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as e:
+        return e.status == RPCStatusCode.NOT_FOUND  # gone from the server altogether
+    return desc.status is not None and desc.status != WorkflowExecutionStatus.RUNNING
+
+
+def _run_id(workflow_id: str) -> int | None:
+    prefix = keys.run_workflow_id(0)[:-1]  # "run-"
+    tail = workflow_id.removeprefix(prefix)
+    return int(tail) if workflow_id.startswith(prefix) and tail.isdigit() else None
+
+
+async def reap_once(
+    client: Client, task_queue: str, pool_workflow_id: str = keys.POOL_WORKFLOW_ID
+) -> list[str]:
+    """One pass; returns the run workflow ids whose machine it started giving back."""
+    pool = client.get_workflow_handle(pool_workflow_id)
+    try:
+        view: PoolView = await pool.query(PoolWorkflow.view)
+    except RPCError:
+        return []  # no pool yet
+    reaped = []
+    for m in view.machines:
+        wid = m.run_workflow_id
+        run_id = _run_id(wid) if wid else None
+        if wid is None or run_id is None or not await _closed(client, wid):
+            continue
+        await client.start_workflow(
+            RunReapWorkflow.run,
+            ReapInput(
+                run_workflow_id=wid,
+                run_id=run_id,
+                machine_id=m.id,
+                task_queue=m.task_queue,
+                pool_workflow_id=pool_workflow_id,
+            ),
+            id=reap_workflow_id(wid),
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        log.info("run workflow %s was closed from outside: giving back machine %s", wid, m.id)
+        reaped.append(wid)
+    for q in view.queue:
+        if await _closed(client, q.run_workflow_id):
+            await pool.signal(
+                PoolWorkflow.cancel_lease, CancelLeaseRequest(run_workflow_id=q.run_workflow_id)
+            )
+            reaped.append(q.run_workflow_id)
+    return reaped
+
+
+async def reap_forever(client: Client, task_queue: str, every: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await reap_once(client, task_queue)
+        except Exception as e:  # the server is briefly unreachable: next round
+            log.warning("reaper pass failed: %s", e)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        except asyncio.TimeoutError:
+            pass
