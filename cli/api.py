@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -43,7 +43,7 @@ from conjure.infra import environment, stack
 from conjure.infra.catalog import UnknownMachineType, load_catalog, lookup
 from conjure.infra.config import Settings, get_settings
 from conjure.infra.counters import allocate
-from conjure.infra.errors import ConjureError, UsageError
+from conjure.infra.errors import ConjureError, RunFailedError, UsageError
 from conjure.infra.logs import LogLine, LogReader
 from conjure.infra.metrics import Point, read_metrics
 from conjure.infra.pool_config import configure_pool
@@ -156,18 +156,47 @@ class AsyncRun:
                 raise ConjureError(f"run {self.id} does not exist") from None
             raise
 
-    async def wait(self, poll: float = 0.5) -> RunStatus:
+    async def wait(
+        self, poll: float = 0.5, *, check: bool = False, state: RunState | str | None = None
+    ) -> RunStatus:
+        """The run's final status (Spell's `run.wait()`); with `state`, wait only until
+        the run reaches that state (`wait_status`); with `check`, a run that ends other
+        than Complete raises RunFailedError (its final status in `.status`)."""
+        if state is not None:
+            return await self.wait_status(state, poll=poll)
         client = await self._c.client()
         handle = client.get_workflow_handle(self.workflow_id, result_type=RunStatus)
         try:
-            return await handle.result()
+            st = await handle.result()
         except WorkflowFailureError as e:
             # Runs that end other than Complete fail their workflow (workflows/run_outcome.py).
-            return status_of(e) or await self.status()
+            st = status_of(e) or await self.status()
         except RPCError as e:
             if e.status == RPCStatusCode.NOT_FOUND:
                 raise ConjureError(f"run {self.id} does not exist") from None
             raise
+        if check and st.state != RunState.COMPLETE:
+            reason = f": {st.reason}" if st.reason else ""
+            raise RunFailedError(f"run {self.id} {st.state.value}{reason}", st)
+        return st
+
+    async def wait_status(self, *states: RunState | str, poll: float = 0.5) -> RunStatus:
+        """Wait until the run is in (or has passed through) one of `states`, e.g.
+        `await run.wait_status(RunState.RUNNING)`; a run that ends without reaching
+        any of them raises RunFailedError."""
+        wanted = {RunState(s) for s in states}
+        if not wanted:
+            raise UsageError("wait_status: name at least one state")
+        while True:
+            st = await self.status()
+            if st.state in wanted or any(ch.state in wanted for ch in st.timeline):
+                return st
+            if st.state.final:
+                names = ", ".join(sorted(s.value for s in wanted))
+                raise RunFailedError(
+                    f"run {self.id} ended {st.state.value} without reaching {names}", st
+                )
+            await asyncio.sleep(poll)
 
     async def stop(
         self, grace_seconds: float | None = None, *, source: str = "cli", reason: str = ""
@@ -208,10 +237,17 @@ class AsyncRun:
         return read_metrics(self._c.store, self.id)
 
     async def logs(
-        self, follow: bool = False, poll: float = 0.1, status_every: float = 1.0
+        self,
+        follow: bool = False,
+        poll: float = 0.1,
+        status_every: float = 1.0,
+        *,
+        program_only: bool = False,
     ) -> AsyncIterator[LogLine]:
         """The run's log; with follow, new lines as they are stored until the run ends
-        (the store is read every `poll` seconds, the run's state every `status_every`)."""
+        (the store is read every `poll` seconds, the run's state every `status_every`).
+        With program_only, only the program's own lines (not the build's, the push's or
+        Conjure's notes)."""
         await self.status()  # unknown run: a clear error
         reader = LogReader(self._c.store, self.id)
         loop = asyncio.get_running_loop()
@@ -220,7 +256,8 @@ class AsyncRun:
             if follow:
                 reader.follow()  # the run's writer flushes at its fastest
             for line in reader.poll():
-                yield line
+                if not program_only or (line.phase == "run" and line.stream != "c"):
+                    yield line
             if not follow:
                 return
             if loop.time() - checked >= status_every:
@@ -228,7 +265,8 @@ class AsyncRun:
                 st = await self.status()
                 if st.state.final:
                     for line in reader.poll():
-                        yield line
+                        if not program_only or (line.phase == "run" and line.stream != "c"):
+                            yield line
                     return
             await asyncio.sleep(poll)
 
@@ -323,7 +361,7 @@ class AsyncConjure:
         command: str,
         *,
         machine_type: str | None = None,
-        mounts: Sequence[str] = (),
+        mounts: Sequence[str] | Mapping[str, str] = (),
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         request_id: str | None = None,
@@ -334,9 +372,15 @@ class AsyncConjure:
         stop_conditions: Sequence[str] = (),
         auto_resume: int = 0,
         spot_fallback: int = 0,
+        code_dir: Path | str | None = None,
         **env_flags: Any,
     ) -> AsyncRun:
         """Validate, package the code, allocate an ID and start the run workflow.
+
+        mounts: strings `SRC[:DEST]`, or a dict `{SRC: DEST}` as Spell took them
+        (`{"runs/12/input.txt": "/data/input.txt"}`); code_dir: the directory whose git
+        repository is the run's code (and whose place in it the working directory), instead
+        of the process's working directory.
 
         auto_resume N: a run whose machine is reclaimed or lost goes on, from the files it
         saved so far, on a new machine, up to N attempts in all; spot_fallback K: after K
@@ -346,6 +390,10 @@ class AsyncConjure:
             raise UsageError("--auto-resume and --spot-fallback take a number of at least 0")
         if spot_fallback and auto_resume < 2:
             raise UsageError("--spot-fallback needs --auto-resume (of 2 attempts or more)")
+        if code_dir is not None:
+            cwd = Path(code_dir).expanduser()
+            if not cwd.is_dir():
+                raise UsageError(f"code_dir {code_dir}: no such directory")
         spec = await self.build_spec(
             command,
             machine_type=machine_type,
@@ -379,7 +427,7 @@ class AsyncConjure:
         command: str,
         *,
         machine_type: str | None = None,
-        mounts: Sequence[str] = (),
+        mounts: Sequence[str] | Mapping[str, str] = (),
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         request_id: str | None = None,
@@ -479,9 +527,18 @@ class AsyncConjure:
         return packaged.code
 
     def parse_mounts(
-        self, mounts: Sequence[str], code: Any, *, step_refs: set[str] | None = None
+        self,
+        mounts: Sequence[str] | Mapping[str, str],
+        code: Any,
+        *,
+        step_refs: set[str] | None = None,
     ) -> list[MountSpec]:
         from conjure.workflows.pipeline_models import step_ref
+
+        if isinstance(mounts, Mapping):  # Spell's {SRC: DEST}
+            mounts = [f"{src}:{dest}" if dest else str(src) for src, dest in mounts.items()]
+        elif isinstance(mounts, str):
+            mounts = [mounts]  # one mount, not its characters
 
         workdir = (
             "/conjure"
@@ -754,8 +811,14 @@ class Run:
     def status(self) -> RunStatus:
         return self._c._sync(self._inner.status())
 
-    def wait(self) -> RunStatus:
-        return self._c._sync(self._inner.wait())
+    def wait(self, *, check: bool = False, state: RunState | str | None = None) -> RunStatus:
+        return self._c._sync(self._inner.wait(check=check, state=state))
+
+    def wait_status(self, *states: RunState | str) -> RunStatus:
+        return self._c._sync(self._inner.wait_status(*states))
+
+    def diff(self) -> bytes | None:
+        return self._c._sync(self._inner.diff())
 
     def stop(self, grace_seconds: float | None = None) -> RunStatus:
         return self._c._sync(self._inner.stop(grace_seconds))
@@ -772,8 +835,8 @@ class Run:
     def metrics(self) -> list[dict[str, Any]]:
         return self._inner.metrics()
 
-    def logs(self, follow: bool = False) -> Iterator[LogLine]:
-        agen = self._inner.logs(follow=follow)
+    def logs(self, follow: bool = False, *, program_only: bool = False) -> Iterator[LogLine]:
+        agen = self._inner.logs(follow=follow, program_only=program_only)
         while True:
             try:
                 yield self._c._sync(agen.__anext__())
@@ -842,3 +905,9 @@ class Conjure:
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+    def __enter__(self) -> Conjure:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

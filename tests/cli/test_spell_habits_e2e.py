@@ -95,3 +95,36 @@ def test_force_asks_nothing_about_untracked_files(conjure_stack: Settings, tmp_p
     forced = conjure("run", "-f", "cat a.txt", cwd=repo)
     assert forced.code == 0 and forced.out == "changed\n", forced
     assert "untracked" not in forced.err and "⚠️" not in forced.err, forced
+
+
+def test_python_api_as_spell_users_knew_it(conjure_stack: Settings, tmp_path: Path) -> None:
+    from conjure import Conjure, RunState
+    from conjure.infra.errors import RunFailedError
+
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "train.py").write_text("print('from code_dir')\nopen('out.txt', 'w').write('x')\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "t")
+    with Conjure() as c:
+        first = c.run("python train.py", code_dir=repo, pip=["six"])
+        assert first.wait_status(RunState.RUNNING).state in (RunState.RUNNING, RunState.SAVING,
+                                                              RunState.PUSHING, RunState.COMPLETE)  # fmt: skip
+        assert first.wait(check=True).state == RunState.COMPLETE
+        program = [ln.text for ln in first.logs(program_only=True)]
+        assert program == ["from code_dir"], program  # no build lines, no notes
+        assert len(list(first.logs())) > len(program)
+        second = c.run(
+            "cat /data/input.txt", mounts={f"runs/{first.id}/out.txt": "/data/input.txt"}
+        )
+        assert second.wait(state=RunState.COMPLETE).state == RunState.COMPLETE
+        assert [ln.text for ln in second.logs(program_only=True)] == ["x"]
+        failing = c.run("exit 4")
+        try:
+            failing.wait(check=True)
+            raise AssertionError("wait(check=True) did not raise")
+        except RunFailedError as e:
+            assert e.status.state == RunState.FAILED and e.status.exit_code == 4
+        # wait_status by a new handle: the failed run passed through Saving.
+        assert c.get(failing.id).wait_status(RunState.SAVING).state == RunState.FAILED
