@@ -127,3 +127,25 @@ def test_reclaimed_run_resumes_from_its_checkpoint(resume_stack: Settings, tmp_p
     human = conjure("status", str(n)).out
     assert "auto-resume:  up to 3 attempts" in human
     assert f"attempt 1:    {machine}" in human and "attempt 2:" in human
+
+
+def test_attempts_run_out(resume_stack: Settings, tmp_path: Path) -> None:
+    """Reclaimed on each of its 2 attempts: the run ends Interrupted, saying so."""
+    r = conjure("run", "--background", "--auto-resume", "2", "sleep 600", cwd=tmp_path)
+    assert r.code == 0, r
+    n = int(r.out)
+    machines = []
+    for attempt in (1, 2):
+
+        def running(done: int = attempt - 1) -> bool:
+            st = status(n)
+            return st["state"] == "Running" and len(st["attempts"]) == done
+
+        assert wait_for(running), status(n)
+        machines.append(status(n)["machine_id"])
+        local.reclaim(resume_stack, machines[-1])
+    assert wait_for(lambda: status(n)["state"] == "Interrupted"), status(n)
+    st = status(n)
+    assert "attempt 2 of 2: no more attempts" in st["reason"], st
+    assert [a["machine_id"] for a in st["attempts"]] == machines and machines[0] != machines[1]
+    assert [a["state"] for a in st["attempts"]] == ["Interrupted", "Interrupted"]
