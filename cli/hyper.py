@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -198,6 +199,11 @@ async def start_hyper(
         metric_agg=metric_agg, goal=goal,
     )  # fmt: skip
     conditions = parse_stop_conditions(stop_conditions)
+    code_dir = run_kwargs.pop("code_dir", None)
+    if code_dir is not None:  # as run() takes it: the directory whose code the runs get
+        run_kwargs["cwd"] = Path(code_dir).expanduser()
+        if not run_kwargs["cwd"].is_dir():
+            raise UsageError(f"code_dir {code_dir}: no such directory")
     request_id = uuid.uuid4().hex
     spec = await c.build_spec(command, request_id=request_id, **run_kwargs)
     client = await c.client()

@@ -116,7 +116,7 @@ def test_random_search_from_python_is_stopped(conjure_stack: Settings, tmp_path:
             num_runs=3,
             parallel=1,
             metric="val_acc",
-            cwd=tmp_path,
+            code_dir=tmp_path,
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
