@@ -40,6 +40,7 @@ from conjure.activities.resources import (
     remove_volumes,
 )
 from conjure.activities.run_control import (
+    HALT_FILE,
     container_sampler,
     log_tail_details,
     read_halt,
@@ -192,6 +193,13 @@ class MachineActivities(MachineActivityDefs):
             return self._prepare_workspace(inp)
 
     def _prepare_workspace(self, inp: PrepareInput) -> PrepareResult:
+        # A run workflow reset from the Temporal Web UI takes its steps again: what an
+        # earlier pass of this run left on the machine (its container, result, halt) goes.
+        if self.docker is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.docker.containers.get(self.container_name(inp.run_id)).remove(force=True)
+        for leftover in ("exec-result.json", HALT_FILE):
+            (self.run_dir(inp.run_id) / leftover).unlink(missing_ok=True)
         ws = self.workspace(inp.run_id)
         if ws.exists():
             shutil.rmtree(ws)  # a retried attempt starts clean

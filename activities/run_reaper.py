@@ -19,8 +19,9 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from conjure.workflows import keys
-from conjure.workflows.models import CancelLeaseRequest, PoolView
+from conjure.workflows.models import CancelLeaseRequest, Lease, MachineState, PoolView, RunState
 from conjure.workflows.pool import PoolWorkflow
+from conjure.workflows.run import RunWorkflow
 from conjure.workflows.run_reap import ReapInput, RunReapWorkflow, reap_workflow_id
 
 log = logging.getLogger(__name__)
@@ -40,20 +41,50 @@ def _run_id(workflow_id: str) -> int | None:
     return int(tail) if workflow_id.startswith(prefix) and tail.isdigit() else None
 
 
+async def _waiting_for_lease(client: Client, workflow_id: str) -> bool:
+    try:
+        st = await client.get_workflow_handle(workflow_id).query(RunWorkflow.status)
+    except Exception:  # no answer now: next pass
+        return False
+    return bool(st.state == RunState.REQUESTED)
+
+
 async def reap_once(
-    client: Client, task_queue: str, pool_workflow_id: str = keys.POOL_WORKFLOW_ID
+    client: Client,
+    task_queue: str,
+    pool_workflow_id: str = keys.POOL_WORKFLOW_ID,
+    waiting: set[str] | None = None,
 ) -> list[str]:
-    """One pass; returns the run workflow ids whose machine it started giving back."""
+    """One pass; returns the run workflow ids whose machine it started giving back (or
+    whose lease it granted again). `waiting`, kept between passes: runs seen Requested
+    while holding a machine, a run workflow reset to before its lease was granted; a
+    run seen so on two passes in a row gets its lease again (a repeated grant is a no-op)."""
     pool = client.get_workflow_handle(pool_workflow_id)
     try:
         view: PoolView = await pool.query(PoolWorkflow.view)
     except RPCError:
         return []  # no pool yet
     reaped = []
+    still_waiting: set[str] = set()
     for m in view.machines:
         wid = m.run_workflow_id
         run_id = _run_id(wid) if wid else None
-        if wid is None or run_id is None or not await _closed(client, wid):
+        if wid is None or run_id is None:
+            continue
+        if not await _closed(client, wid):
+            if m.state == MachineState.BUSY and await _waiting_for_lease(client, wid):
+                still_waiting.add(wid)
+                if waiting is not None and wid in waiting:
+                    lease = Lease(
+                        machine_id=m.id,
+                        task_queue=m.task_queue,
+                        machine_type=m.machine_type,
+                        provider=m.provider,
+                        reused=True,
+                    )
+                    await client.get_workflow_handle(wid).signal(RunWorkflow.lease_granted, lease)
+                    log.info("run workflow %s was reset: its lease on %s granted again", wid, m.id)
+                    reaped.append(wid)
             continue
         await client.start_workflow(
             RunReapWorkflow.run,
@@ -77,13 +108,17 @@ async def reap_once(
                 PoolWorkflow.cancel_lease, CancelLeaseRequest(run_workflow_id=q.run_workflow_id)
             )
             reaped.append(q.run_workflow_id)
+    if waiting is not None:
+        waiting.clear()
+        waiting.update(still_waiting)
     return reaped
 
 
 async def reap_forever(client: Client, task_queue: str, every: float, stop: asyncio.Event) -> None:
+    waiting: set[str] = set()
     while not stop.is_set():
         try:
-            await reap_once(client, task_queue)
+            await reap_once(client, task_queue, waiting=waiting)
         except Exception as e:  # the server is briefly unreachable: next round
             log.warning("reaper pass failed: %s", e)
         try:

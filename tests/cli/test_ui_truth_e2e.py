@@ -99,3 +99,50 @@ async def test_terminated_run_workflow_ends_cleanly(
 
 async def _in_state(run: AsyncRun, state: RunState) -> bool:
     return (await run.status()).state == state
+
+
+async def test_run_workflow_reset_to_its_start_runs_again(
+    conjure_stack: Settings, tmp_path: Path
+) -> None:
+    """The Web UI's Reset to the first workflow task: the run starts over on the machine it
+    held (the reaper grants that lease again) and completes."""
+    import uuid
+
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+
+    r = conjure("run", "--background", "echo pass; sleep 4; echo done", cwd=tmp_path)
+    assert r.code == 0, r
+    n = int(r.out.strip())
+    c = api()
+    run = AsyncRun(c, n)
+    await eventually("the run is running", lambda: _in_state(run, RunState.RUNNING))
+    client = await c.client()
+    wid = keys.run_workflow_id(n)
+    history = await client.get_workflow_handle(wid).fetch_history()
+    first_task = next(
+        e.event_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    )
+    await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=wid),
+            reason="reset from the Web UI",
+            workflow_task_finish_event_id=first_task,
+            request_id=uuid.uuid4().hex,
+        )
+    )
+
+    async def final() -> bool:
+        return (await run.status()).state.final
+
+    await eventually("the reset run ends", final, timeout=240)
+    st = await run.status()
+    assert st.state == RunState.COMPLETE, st
+    assert "done" in conjure("logs", str(n)).out
+    pool = client.get_workflow_handle(keys.POOL_WORKFLOW_ID)
+    view = await pool.query(PoolWorkflow.view)
+    assert not any(m.run_workflow_id == wid for m in view.machines)
