@@ -108,8 +108,9 @@ def main() -> None:
     if args.readme:
         readme = REPO / "README.md"
         text = readme.read_text()
-        new, n = re.subn(r"(<!-- bench:begin -->\n).*?(\n<!-- bench:end -->)",
-                         lambda m: m.group(1) + table + footer + m.group(2), text, flags=re.S)  # fmt: skip
+        new, n = re.subn(r"(<!-- bench:begin -->\n).*?(<!-- bench:end -->)",
+                         lambda m: m.group(1) + table + footer + "\n" + m.group(2), text,
+                         flags=re.S)  # fmt: skip
         if n != 1:
             raise SystemExit("README.md has no <!-- bench:begin --> ... <!-- bench:end --> block")
         readme.write_text(new)
