@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import fcntl
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -635,9 +636,26 @@ class MachineActivities(MachineActivityDefs):
         self.secrets_file(run_id).unlink(missing_ok=True)
 
     def _follow(self, container_id: str, stream: str, since_ns: int, writer: LogWriter) -> None:
+        """Store the container's lines of one stream. A broken log stream (the engine
+        busy, a read timeout) is opened again after the last line stored, a few times,
+        so a flood's lines are neither lost unseen nor stored twice."""
+        last = [since_ns]
+        for attempt in range(5):
+            try:
+                self._follow_once(container_id, stream, last, writer)
+                return
+            except Exception as e:
+                logging.warning("reading the %s log of %s failed (%s): again", stream,
+                                container_id[:12], e)  # fmt: skip
+                time.sleep(0.2 * (attempt + 1))
+        writer.note("[conjure] reading the container's output failed; lines may be missing")
+
+    def _follow_once(
+        self, container_id: str, stream: str, last: list[int], writer: LogWriter
+    ) -> None:
         kwargs: dict[str, object] = {}
-        if since_ns:
-            kwargs["since"] = since_ns / 1e9 - 0.001
+        if last[0]:
+            kwargs["since"] = last[0] / 1e9 - 0.001
         out = self.docker.api.logs(
             container_id,
             stdout=stream == "o",
@@ -647,25 +665,28 @@ class MachineActivities(MachineActivityDefs):
             timestamps=True,
             **kwargs,
         )
+        since = last[0]  # fixed for this reading: lines may share a timestamp
         pending = b""
         for chunk in out:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:
-                self._emit(raw, stream, since_ns, writer)
+                last[0] = max(last[0], self._emit(raw, stream, since, writer))
         if pending:
-            self._emit(pending, stream, since_ns, writer)
+            last[0] = max(last[0], self._emit(pending, stream, since, writer))
 
     @staticmethod
-    def _emit(raw: bytes, stream: str, since_ns: int, writer: LogWriter) -> None:
+    def _emit(raw: bytes, stream: str, since_ns: int, writer: LogWriter) -> int:
+        """Store one line unless an earlier reading stored it; returns its time (ns)."""
         ts, _, text = raw.decode(errors="replace").partition(" ")
         try:
             t = parse_docker_ts(ts)
         except ValueError:
             t, text = time.time_ns(), raw.decode(errors="replace")
         if t <= since_ns:
-            return  # already stored by an earlier attempt
+            return since_ns  # already stored by an earlier attempt
         writer.add(stream, text.rstrip("\r"), t)
+        return t
 
     @activity.defn(name="signal_container")
     def signal_container(self, inp: SignalContainerInput) -> None:
