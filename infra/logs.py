@@ -146,7 +146,11 @@ class LogWriter:
         ).encode()
         chunk = max(time.time_ns(), self._last_chunk + 1)
         self._last_chunk = chunk
-        self.store.put_bytes(f"{self.prefix}/{chunk:020d}-{self.phase}.jsonl", data)
+        try:
+            self.store.put_bytes(f"{self.prefix}/{chunk:020d}-{self.phase}.jsonl", data)
+        except BaseException:
+            self.buf = lines + self.buf  # kept for the next flush, never lost unseen
+            raise
         for ln in lines:
             self.last_flushed[ln.stream] = max(self.last_flushed.get(ln.stream, 0), ln.t)
 

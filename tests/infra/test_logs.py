@@ -73,3 +73,31 @@ def test_flood_writes_one_drop_note_per_window_with_the_exact_count(tmp_path, mo
     assert len(notes) <= 20 + 1, f"{len(notes)} notes for 20 windows"
     numbers = [int(ln.text.split()[1]) for ln in kept]
     assert numbers == sorted(numbers)
+
+
+def test_a_failed_chunk_write_loses_no_line(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The store refuses one chunk (briefly unreachable): its lines go out with the next."""
+    from conjure.infra.logs import LogReader, LogWriter
+    from conjure.infra.store import open_store
+
+    store = open_store(f"file://{tmp_path}")
+    real = store.put_bytes
+    failures = [1]
+
+    def flaky(key: str, data: bytes) -> None:
+        if failures:
+            failures.pop()
+            raise OSError("the store is briefly unreachable")
+        real(key, data)
+
+    monkeypatch.setattr(store, "put_bytes", flaky)
+    writer = LogWriter(store, 9, "run")
+    for i in range(5):
+        writer.add("o", f"line {i}")
+    try:
+        writer.flush()
+    except OSError:
+        pass
+    writer.add("o", "line 5")
+    writer.close()
+    assert [ln.text for ln in LogReader(store, 9).poll()] == [f"line {i}" for i in range(6)]
