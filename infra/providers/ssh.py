@@ -468,11 +468,13 @@ async def _clean(settings: Settings, h: SSHHost) -> str:
         return "" if h.machine_type else await detect(settings, conn)
 
 
-def probe_unhealthy(settings: Settings) -> None:
+def probe_unhealthy(settings: Settings, only_type: str = "") -> None:
     """Hosts marked unhealthy (or dirty, or of unknown type) that answer now are cleaned
-    and become free again."""
+    and become free again (only those of `only_type`, or of unknown type, if given)."""
     todo = []
     for h in hosts(settings):
+        if only_type and host_type(settings, h) not in ("", only_type):
+            continue
         st = read_state(settings, h)
         if st.state == "unhealthy" or (
             st.state == "free" and (st.dirty or not host_type(settings, h))
@@ -698,7 +700,7 @@ def provision(settings: Settings, machine_id: str, machine_type: Any) -> Instanc
 
     if found and pid_alive(found[1].tunnel_pid):
         return _instance(*found)  # idempotent: already provisioned
-    probe_unhealthy(settings)
+    probe_unhealthy(settings, only_type=machine_type.name)
     h = _claim(settings, machine_id, machine_type.name)
     try:
         asyncio.run(_prepare(settings, h))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,18 +85,25 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         boto3.client("s3", endpoint_url=endpoint, **_creds()).create_bucket(Bucket="store")
         home = work / "home"
         home.mkdir()
+        # Two entries that cannot serve: h0 with a key it does not know, h0 on a port
+        # nothing listens on (traffic stays between this host and the test hosts). Each entry
+        # is a host of its own to Conjure (user@host:port).
+        stranger = work / "stranger_key"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True
+        )
+        bad = [
+            hosts[0].ssh_host_entry(
+                machine_type="fleet-badkey", user="nobody", identity_file=str(stranger)
+            ),
+            hosts[0].ssh_host_entry(machine_type="fleet-noport", port=2222),
+        ]
+        one = {"vcpus": 1, "memory_gb": 1, "price_per_hour": 0.1, "provider": "ssh"}
         (home / "config.toml").write_text(
             tomli_w.dumps(
                 {
-                    "ssh_hosts": [h.ssh_host_entry(machine_type="fleet") for h in hosts],
-                    "machine_types": {
-                        "fleet": {
-                            "vcpus": 1,
-                            "memory_gb": 1,
-                            "price_per_hour": 0.1,
-                            "provider": "ssh",
-                        }
-                    },
+                    "ssh_hosts": [h.ssh_host_entry(machine_type="fleet") for h in hosts] + bad,
+                    "machine_types": {"fleet": one, "fleet-badkey": one, "fleet-noport": one},
                 }
             )
         )
@@ -241,3 +249,22 @@ def test_unplugged_host_interrupts_its_run_and_comes_back(fleet: Fleet, tmp_path
 def _host_line(fleet: Fleet, host: Host) -> str:
     out = conjure("machines").out
     return next(ln for ln in out.splitlines() if ln.startswith(f"root@{host.address} "))
+
+
+@pytest.mark.parametrize(
+    ("machine_type", "user_port", "line"),
+    [
+        ("fleet-badkey", ("nobody", ""), "key refused"),
+        ("fleet-noport", ("root", ":2222"), "unreachable: "),
+    ],
+)
+def test_a_host_that_cannot_serve_is_one_line(
+    fleet: Fleet, tmp_path: Path, machine_type: str, user_port: tuple[str, str], line: str
+) -> None:
+    label = f"{user_port[0]}@{fleet.hosts[0].address}{user_port[1]}"
+    r = conjure("run", "-t", machine_type, "true", cwd=_project(tmp_path))
+    assert r.code != 0 and "Traceback" not in r.err, r
+    assert f"no machine: ssh host {label}: {line}" in r.err, r
+    listed = conjure("machines").out
+    row = next(ln for ln in listed.splitlines() if ln.startswith(f"{label} "))
+    assert f"{machine_type} " in row and "unhealthy: " + line in row, listed
