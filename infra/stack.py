@@ -49,9 +49,11 @@ def _running(settings: Settings, name: str) -> int:
     return pid if local.pid_alive(pid) else 0
 
 
-def _spawn(settings: Settings, name: str, cmd: list[str]) -> int:
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(settings.run_dir / f"{name}.log", "ab")
+def spawn_detached(settings: Settings, cmd: list[str], log_path: Path) -> int:
+    """Start a process in its own session (it outlives this one) with every setting of
+    this process, its output appended to log_path. Returns its pid."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
@@ -62,8 +64,13 @@ def _spawn(settings: Settings, name: str, cmd: list[str]) -> int:
         close_fds=True,
     )
     log.close()
-    _pidfile(settings, name).write_text(str(proc.pid))
     return proc.pid
+
+
+def _spawn(settings: Settings, name: str, cmd: list[str]) -> int:
+    pid = spawn_detached(settings, cmd, settings.run_dir / f"{name}.log")
+    _pidfile(settings, name).write_text(str(pid))
+    return pid
 
 
 def _port_busy(port: int) -> bool:

@@ -585,21 +585,14 @@ def start_agent_script(h: SSHHost, machine_id: str, env: dict[str, str]) -> str:
 
 
 def _start_tunnel(settings: Settings, h: SSHHost, machine_id: str) -> int:
-    d = _dir(settings) / "tunnels"
-    d.mkdir(parents=True, exist_ok=True)
+    from conjure.infra.stack import spawn_detached
+
     tunnel_status_path(settings, h.key).unlink(missing_ok=True)
-    log = open(d / f"{h.key}.log", "ab")
-    proc = subprocess.Popen(
+    return spawn_detached(
+        settings,
         [sys.executable, "-m", "conjure.infra.providers.ssh_tunnel", h.key, machine_id],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=settings.child_env(),
-        start_new_session=True,
-        close_fds=True,
+        _dir(settings) / "tunnels" / f"{h.key}.log",
     )
-    log.close()
-    return proc.pid
 
 
 def _stop_tunnel(pid: int) -> None:
