@@ -545,8 +545,7 @@ class MachineActivities(MachineActivityDefs):
         meta = self.run_dir(inp.run_id) / "meta"
         lib = meta / "lib"
         lib.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(__file__).parent.parent / "worker_agent" / "conjure_metrics.py",
-                        lib / "conjure_metrics.py")  # fmt: skip
+        shutil.copyfile(Path(__file__).with_name("conjure_metrics.py"), lib / "conjure_metrics.py")
         ensure_file(meta / "metrics.jsonl")
         shims = meta / "bin"
         shims.mkdir(exist_ok=True)

@@ -12,10 +12,10 @@ from conjure.infra.config import Settings
 from conjure.infra.providers import get_provider
 from conjure.infra.providers.base import ProviderError
 from conjure.workflows.activity_defs import ProviderActivityDefs
+from conjure.workflows.keys import machine_task_queue
 from conjure.workflows.models import (
     DescribeMachinesInput,
     DescribeMachinesResult,
-    InstanceSummary,
     ListMachinesInput,
     ListMachinesResult,
     ProvisionInput,
@@ -37,16 +37,6 @@ def _call(fn: Callable[..., T], *args: Any) -> T:
         raise ApplicationError(str(e), type="ProviderConfig", non_retryable=True) from None
 
 
-def _summary(rec: Any) -> InstanceSummary:
-    mtype = getattr(rec, "machine_type", "")
-    return InstanceSummary(
-        machine_id=rec.machine_id,
-        state=rec.state,
-        instance_id=str(getattr(rec, "instance_id", "") or getattr(rec, "pid", "") or ""),
-        machine_type=mtype if isinstance(mtype, str) else getattr(mtype, "name", ""),
-    )
-
-
 class ProviderActivities(ProviderActivityDefs):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -57,8 +47,8 @@ class ProviderActivities(ProviderActivityDefs):
         rec = _call(provider.provision, self.settings, inp.machine_id, inp.machine_type)
         return ProvisionResult(
             machine_id=inp.machine_id,
-            task_queue=rec.task_queue,
-            instance_id=str(getattr(rec, "pid", "") or getattr(rec, "instance_id", "")),
+            task_queue=machine_task_queue(inp.machine_id),
+            instance_id=rec.instance_id,
         )
 
     @activity.defn(name="terminate_machine")
@@ -69,7 +59,7 @@ class ProviderActivities(ProviderActivityDefs):
     def list_machines(self, inp: ListMachinesInput) -> ListMachinesResult:
         provider = _call(get_provider, inp.provider)
         recs = _call(provider.list_instances, self.settings)
-        return ListMachinesResult(instances=[_summary(r) for r in recs if r.machine_id])
+        return ListMachinesResult(instances=[r for r in recs if r.machine_id])
 
     @activity.defn(name="describe_machines")
     def describe_machines(self, inp: DescribeMachinesInput) -> DescribeMachinesResult:
@@ -77,7 +67,7 @@ class ProviderActivities(ProviderActivityDefs):
         gone: dict[str, str] = {}
         for m in inp.machines:
             rec = get_provider(m.provider).describe(self.settings, m.machine_id)
-            state = "missing" if rec is None else str(getattr(rec, "state", ""))
+            state = "missing" if rec is None else rec.state
             if state in GONE_STATES:
                 gone[m.machine_id] = state
         return DescribeMachinesResult(gone=gone)

@@ -32,6 +32,7 @@ from typing import Any
 
 import docker
 import docker.errors
+from docker.types import Mount
 
 from conjure.infra.config import Settings
 from conjure.infra.store import BadKey, Store, StoreError, clean_key, open_source
@@ -97,7 +98,7 @@ def mount_all(
                     src_store.get_tree, key, tmp / "data", progress=progress, entries=entries
                 ),
                 heartbeat,
-                lambda i=i, moved=moved: {"mount": i, "bytes": moved[0]},
+                functools.partial(_mount_progress, i, moved),
             )
             (tmp / ".complete").write_text(m.source)
             if root.exists() and not (root / ".complete").exists():
@@ -130,10 +131,14 @@ def mount_all(
     return result
 
 
-def overlay_mount(client: docker.DockerClient, name: str, bind: Bind, labels: dict[str, str]):  # type: ignore[no-untyped-def]
-    """A docker Mount of an overlay volume: bind.host below, bind.overlay_upper on top."""
-    from docker.types import Mount
+def _mount_progress(i: int, moved: list[int]) -> dict[str, int]:
+    return {"mount": i, "bytes": moved[0]}
 
+
+def overlay_mount(
+    client: docker.DockerClient, name: str, bind: Bind, labels: dict[str, str]
+) -> Mount:
+    """A docker Mount of an overlay volume: bind.host below, bind.overlay_upper on top."""
     try:
         client.volumes.get(name)
     except docker.errors.NotFound:

@@ -85,7 +85,7 @@ async def timed_interrupt(c, work: str, heartbeat: float) -> float:  # type: ign
     machine = (await wait_state(c, run_id, {"Running"}))["machine_id"]
     rec = local.describe(get_settings(), machine)
     assert rec is not None
-    os.kill(rec.pid, signal.SIGKILL)
+    os.kill(local.agent_pid(rec), signal.SIGKILL)
     t0 = time.perf_counter()
     st = await wait_state(c, run_id, {"Interrupted", "Failed", "Complete"})
     assert st["state"] == "Interrupted", st

@@ -25,6 +25,8 @@ from conjure.cli.resources import register as register_resources
 from conjure.infra.config import get_settings
 from conjure.infra.errors import ConjureError
 from conjure.infra.logs import LogLine, LogReader
+from conjure.worker_agent.commands import agent as agent_command
+from conjure.worker_agent.commands import worker as worker_command
 from conjure.workflows import cost as costs
 from conjure.workflows.models import Machine, RunState, RunStatus
 
@@ -138,21 +140,9 @@ def down() -> None:
     info("stopped " + ", ".join(stopped) if stopped else "nothing was running")
 
 
-@cli.command()
-def worker() -> None:
-    """Run a control worker in the foreground (workflows and provider activities)."""
-    from conjure.infra.control_worker import run_control_worker
-
-    asyncio.run(run_control_worker(get_settings()))
-
-
-@cli.command()
-@click.option("--machine-id", required=True, help="This machine's id in the pool.")
-def agent(machine_id: str) -> None:
-    """Run a machine's worker agent in the foreground."""
-    from conjure.worker_agent.agent import run_agent
-
-    asyncio.run(run_agent(get_settings(), machine_id))
+# `conjure worker` and `conjure agent`: the processes' own commands (one parser).
+cli.add_command(worker_command)
+cli.add_command(agent_command)
 
 
 # --- run --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Run metrics in the object store, and the agent's side of collecting them.
 
 A run logs metrics by appending lines to `$CONJURE_METRICS_FILE` (the protocol is
-documented in worker_agent/conjure_metrics.py). The agent tails that file and
+documented in activities/conjure_metrics.py). The agent tails that file and
 samples the container's hardware use; it stores points as chunks
 
     metrics/<N>/<time_ns>-u<end offset>.jsonl    the run's own metrics (file offset

@@ -8,6 +8,8 @@ resets the cluster's limits. The pool ignores a `configure` that changes nothing
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
@@ -77,7 +79,7 @@ async def configure_pool(client: Client, settings: Settings, *, authoritative: b
     fields = list(PoolConfig.model_fields) if authoritative else explicit_fields(settings)
     from conjure.workflows.pool import PoolWorkflow
 
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if fields:
         kwargs = {
             "start_signal": "configure",

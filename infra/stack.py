@@ -13,7 +13,6 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 from conjure.infra.config import Settings
 from conjure.infra.console_token import resolve_token
 from conjure.infra.errors import ConjureError
+from conjure.infra.processes import pid_alive, process_command, spawn, stop_pid
 from conjure.infra.providers import local
 from conjure.infra.temporal import ServerUnreachable, make_client
 from conjure.workflows.keys import SEARCH_ATTRIBUTES
@@ -46,25 +46,13 @@ def _running(settings: Settings, name: str) -> int:
         pid = int(_pidfile(settings, name).read_text())
     except (FileNotFoundError, ValueError):
         return 0
-    return pid if local.pid_alive(pid) else 0
+    return pid if pid_alive(pid) else 0
 
 
 def spawn_detached(settings: Settings, cmd: list[str], log_path: Path) -> int:
     """Start a process in its own session (it outlives this one) with every setting of
     this process, its output appended to log_path. Returns its pid."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=settings.child_env(),
-        start_new_session=True,
-        close_fds=True,
-    )
-    log.close()
-    return proc.pid
+    return spawn(cmd, log_path, settings.child_env())
 
 
 def _spawn(settings: Settings, name: str, cmd: list[str]) -> int:
@@ -147,7 +135,7 @@ async def up(settings: Settings) -> UpReport:
     if _running(settings, "worker"):
         report.already.append("worker")
     else:
-        _spawn(settings, "worker", [sys.executable, "-m", "conjure.cli.main", "worker"])
+        _spawn(settings, "worker", process_command("worker"))
         report.started.append("worker")
     n = local.start_stopped_agents(settings)
     if n:
@@ -206,7 +194,7 @@ def down(settings: Settings) -> list[str]:
     for name in ("console", "worker", "temporal"):
         pid = _running(settings, name)
         if pid:
-            local._stop_pid(pid, timeout=15)
+            stop_pid(pid, timeout=15)
             stopped.append(name)
         _pidfile(settings, name).unlink(missing_ok=True)
     return stopped

@@ -102,7 +102,7 @@ class TransferStats:
 
 def _content_tag(info: dict[str, Any]) -> str:
     settings = info.get("content_settings")  # Azure: an MD5 of the content when it has one
-    md5 = settings.get("content_md5") if hasattr(settings, "get") else None
+    md5 = settings.get("content_md5") if settings is not None and hasattr(settings, "get") else None
     if md5:
         return bytes(md5).hex()
     for k in (

@@ -7,7 +7,6 @@ the container up again, with its logs, where the last one left it.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
@@ -22,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from conjure.activities.machine import MachineActivities
-from conjure.infra.config import Settings, get_settings
+from conjure.infra.config import Settings
 from conjure.infra.store import open_store
 from conjure.infra.temporal import make_client
 from conjure.workflows.keys import machine_task_queue
@@ -100,15 +99,3 @@ async def _exit_when_terminated(settings: Settings, machine_id: str, stop: async
         if gone:
             logging.info("machine %s was terminated: the agent stops", machine_id)
             stop.set()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="conjure agent")
-    parser.add_argument("--machine-id", required=True)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    asyncio.run(run_agent(get_settings(), args.machine_id))
-
-
-if __name__ == "__main__":
-    main()

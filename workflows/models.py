@@ -320,13 +320,18 @@ class TerminateMachineResult(BaseModel):
     after_run: str | None = None  # the run it finishes first (no --force)
 
 
-class InstanceSummary(BaseModel):
-    """One provider instance tagged as Conjure's, as the reconciler sees it."""
+class Instance(BaseModel):
+    """A provider's machine, cloud-neutral: what every provider (infra/providers/) returns
+    and the reconciler reads (`list_machines`). A local machine's instance id is its
+    agent's pid."""
 
     machine_id: str
-    state: str = "running"  # pending | running | stopped | terminated
+    state: str = "pending"  # pending | running | stopped | terminated | reclaimed
     instance_id: str = ""
-    machine_type: str = ""
+    machine_type: str = ""  # the machine type's name
+    provider: str = ""
+    instance_type: str = ""  # the provider's own type (t3.large, e2-standard-4, ...)
+    spot: bool = False
 
 
 class ListMachinesInput(BaseModel):
@@ -334,7 +339,7 @@ class ListMachinesInput(BaseModel):
 
 
 class ListMachinesResult(BaseModel):
-    instances: list[InstanceSummary] = Field(default_factory=list)
+    instances: list[Instance] = Field(default_factory=list)
 
 
 # --- Provider activities (control queue) --------------------------------------------

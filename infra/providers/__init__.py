@@ -1,19 +1,30 @@
-"""Machine providers behind one small interface: provision, terminate, list, describe.
+"""Machine providers behind one interface (`base.Provider`): provision, terminate, list,
+describe, as plain functions of one module per provider, in and out cloud-neutral
+`Instance` records. Every instance is tagged with its Conjure machine id, and
+`provision` first looks for an instance with that tag, so a retried call never makes two.
 
-Each provider is a module of plain functions taking and returning cloud-neutral
-records; every instance is tagged with its Conjure machine id, and `provision`
-first looks for an instance with that tag, so a retried call never makes two.
+A new provider is a new module here and one line in PROVIDERS (mypy checks the module
+against the Protocol). Cloud SDKs are imported lazily, inside the functions.
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from conjure.infra.providers import aws, azure, gcp, local, ssh
+from conjure.infra.providers.base import Provider
 
-PROVIDERS = ("local", "ssh", "aws", "gcp", "azure")
+PROVIDERS: dict[str, Provider] = {
+    "local": local,
+    "ssh": ssh,
+    "aws": aws,
+    "gcp": gcp,
+    "azure": azure,
+}
 
 
-def get_provider(name: str) -> ModuleType:
-    if name not in PROVIDERS:
-        raise ValueError(f"unknown provider {name!r}; known providers: {', '.join(PROVIDERS)}")
-    return importlib.import_module(f"conjure.infra.providers.{name}")
+def get_provider(name: str) -> Provider:
+    try:
+        return PROVIDERS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown provider {name!r}; known providers: {', '.join(PROVIDERS)}"
+        ) from None

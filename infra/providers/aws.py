@@ -17,7 +17,6 @@ from conjure.infra.providers.base import (
     TAG_CLUSTER,
     TAG_MACHINE_ID,
     TAG_MACHINE_TYPE,
-    Instance,
     ProviderError,
     instance_name,
     instance_type,
@@ -26,7 +25,7 @@ from conjure.infra.providers.base import (
     tags,
     use_spot,
 )
-from conjure.workflows.models import MachineType
+from conjure.workflows.models import Instance, MachineType
 
 LIVE = ["pending", "running", "stopping", "stopped"]
 DEBIAN_OWNER = "136693071363"  # Debian's AWS account
@@ -55,7 +54,7 @@ def _record(inst: dict[str, Any]) -> Instance:
 
 
 def _find(ec2: Any, filters: list[dict[str, Any]]) -> list[Instance]:
-    out = []
+    out: list[Instance] = []
     for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
         for res in page["Reservations"]:
             out.extend(_record(i) for i in res["Instances"])

@@ -18,7 +18,6 @@ from conjure.infra.providers.base import (
     TAG_CLUSTER,
     TAG_MACHINE_ID,
     TAG_MACHINE_TYPE,
-    Instance,
     ProviderError,
     instance_name,
     instance_type,
@@ -28,7 +27,7 @@ from conjure.infra.providers.base import (
     tags,
     use_spot,
 )
-from conjure.workflows.models import MachineType
+from conjure.workflows.models import Instance, MachineType
 
 STATES = {"Creating": "pending", "Updating": "running", "Succeeded": "running",
           "Deleting": "terminated", "Failed": "stopped", "Canceled": "stopped"}  # fmt: skip

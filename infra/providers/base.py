@@ -1,12 +1,6 @@
-"""What every provider module shares: the cloud-neutral instance record, the tags,
-the lazy SDK import, and the startup script a cloud machine boots with.
-
-A provider module has four plain functions, each taking `settings` first:
-
-    provision(settings, machine_id, machine_type) -> Instance   # idempotent by machine id
-    terminate(settings, machine_id) -> None                      # idempotent; gone is fine
-    list_instances(settings) -> list[Instance]                   # tagged as this cluster's
-    describe(settings, machine_id) -> Instance | None
+"""What every provider module shares: the interface it implements (`Provider`), the
+tags, the lazy SDK import, and the startup script a cloud machine boots with. The record
+every provider returns is `Instance` (workflows/models.py: the reconciler reads it too).
 """
 
 from __future__ import annotations
@@ -16,12 +10,10 @@ import importlib
 from pathlib import Path
 from string import Template
 from types import ModuleType
-
-from pydantic import BaseModel
+from typing import Protocol
 
 from conjure.infra.config import Settings
-from conjure.workflows.keys import machine_task_queue
-from conjure.workflows.models import MachineType
+from conjure.workflows.models import Instance, MachineType
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -35,19 +27,26 @@ class ProviderError(Exception):
     """A provider problem retrying cannot fix: missing SDK, missing setting, bad type."""
 
 
-class Instance(BaseModel):
-    machine_id: str
-    provider: str
-    instance_id: str = ""
-    machine_type: str = ""
-    instance_type: str = ""
-    state: str = "pending"  # pending | running | stopped | terminated
-    spot: bool = False
-    task_queue: str = ""
+class Provider(Protocol):
+    """A provider is a module of four plain functions, each taking `settings` first and
+    speaking in `Instance` records; every provider module is registered in
+    infra/providers/__init__.py, where mypy checks it against this Protocol."""
 
-    def model_post_init(self, _ctx: object) -> None:
-        if not self.task_queue:
-            self.task_queue = machine_task_queue(self.machine_id)
+    def provision(self, settings: Settings, machine_id: str, machine_type: MachineType) -> Instance:
+        """Start the machine; idempotent by machine id (an instance tagged with it is reused)."""
+        ...
+
+    def terminate(self, settings: Settings, machine_id: str) -> None:
+        """End the machine; idempotent: one already gone is fine."""
+        ...
+
+    def list_instances(self, settings: Settings) -> list[Instance]:
+        """Every instance tagged as this cluster's."""
+        ...
+
+    def describe(self, settings: Settings, machine_id: str) -> Instance | None:
+        """The machine's instance, None when the provider has none."""
+        ...
 
 
 def require(module: str, extra: str) -> ModuleType:

@@ -17,7 +17,6 @@ from conjure.infra.providers.base import (
     TAG_CLUSTER,
     TAG_MACHINE_ID,
     TAG_MACHINE_TYPE,
-    Instance,
     instance_name,
     instance_type,
     need,
@@ -26,7 +25,7 @@ from conjure.infra.providers.base import (
     tags,
     use_spot,
 )
-from conjure.workflows.models import MachineType
+from conjure.workflows.models import Instance, MachineType
 
 STATES = {
     "PROVISIONING": "pending",

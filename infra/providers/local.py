@@ -1,7 +1,8 @@
 """The `local` provider: a machine is a worker agent process on this host.
 
 Each machine has a folder `$CONJURE_HOME/machines/<id>/` holding `machine.json`
-(its type and the agent's pid), the agent's log, its run workspaces and caches.
+(its `Instance` record: the instance id is the agent's pid), the agent's log, its run
+workspaces and caches.
 The agent runs in its own session, so it outlives the control worker that
 started it, as a cloud machine's agent outlives the control plane.
 """
@@ -9,31 +10,19 @@ started it, as a cloud machine's agent outlives the control plane.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from conjure.infra.config import Settings
-from conjure.workflows.keys import machine_task_queue
-from conjure.workflows.models import MachineType
+from conjure.infra.locks import file_lock
+from conjure.infra.processes import pid_alive, process_command, spawn, stop_pid
+from conjure.workflows.models import Instance, MachineType
 
 MACHINE_LABEL = "org.conjure.machine"
-
-
-class InstanceRecord(BaseModel):
-    machine_id: str
-    machine_type: MachineType
-    task_queue: str
-    pid: int = 0
-    state: str = "running"  # running | stopped | terminated
 
 
 def _dir(settings: Settings, machine_id: str) -> Path:
@@ -44,14 +33,23 @@ def _record_path(settings: Settings, machine_id: str) -> Path:
     return _dir(settings, machine_id) / "machine.json"
 
 
-def _read(settings: Settings, machine_id: str) -> InstanceRecord | None:
+def agent_pid(rec: Instance) -> int:
+    """A local machine's instance is its agent process."""
+    return int(rec.instance_id) if rec.instance_id.isdigit() else 0
+
+
+def _read(settings: Settings, machine_id: str) -> Instance | None:
     try:
-        return InstanceRecord.model_validate_json(_record_path(settings, machine_id).read_text())
-    except (FileNotFoundError, ValueError):
+        data = json.loads(_record_path(settings, machine_id).read_text())
+        if isinstance(data.get("machine_type"), dict):  # written by an earlier Conjure
+            data["machine_type"] = data["machine_type"].get("name", "")
+            data["instance_id"] = str(data.pop("pid", 0) or "")
+        return Instance.model_validate(data)
+    except (FileNotFoundError, ValueError, AttributeError):
         return None
 
 
-def _write(settings: Settings, rec: InstanceRecord) -> None:
+def _write(settings: Settings, rec: Instance) -> None:
     path = _record_path(settings, rec.machine_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -59,36 +57,13 @@ def _write(settings: Settings, rec: InstanceRecord) -> None:
     os.replace(tmp, path)
 
 
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
-
-
 @contextlib.contextmanager
 def machine_lock(settings: Settings, machine_id: str) -> Iterator[None]:
     """Held while a machine's agent is started or the machine terminated, so the two
     exclude each other: a restart never brings back the agent of a machine being
     terminated. The lock file lives outside the machine's folder (which terminate removes)."""
-    locks = settings.machines_dir / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{machine_id}.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(settings.machines_dir / ".locks" / f"{machine_id}.lock"):
+        yield
 
 
 AGENT_MODULE = "conjure.worker_agent"
@@ -120,61 +95,38 @@ def agent_processes(settings: Settings) -> dict[int, str]:
     return out
 
 
-def _start_agent(settings: Settings, rec: InstanceRecord) -> int:
-    d = _dir(settings, rec.machine_id)
-    log = open(d / "agent.log", "ab")
+def _start_agent(settings: Settings, machine_id: str) -> str:
     env = settings.child_env()
     env["CONJURE_HOME"] = str(settings.home)  # how agent_processes() knows it is ours
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conjure.worker_agent", "--machine-id", rec.machine_id],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-        close_fds=True,
+    pid = spawn(
+        process_command("agent", "--machine-id", machine_id),
+        _dir(settings, machine_id) / "agent.log",
+        env,
     )
-    log.close()
-    return proc.pid
+    return str(pid)
 
 
-def provision(settings: Settings, machine_id: str, machine_type: MachineType) -> InstanceRecord:
+def provision(settings: Settings, machine_id: str, machine_type: MachineType) -> Instance:
     with machine_lock(settings, machine_id):
         return _provision(settings, machine_id, machine_type)
 
 
-def _provision(settings: Settings, machine_id: str, machine_type: MachineType) -> InstanceRecord:
+def _provision(settings: Settings, machine_id: str, machine_type: MachineType) -> Instance:
     rec = _read(settings, machine_id)
-    if rec is not None and rec.state == "running" and pid_alive(rec.pid):
+    if rec is not None and rec.state == "running" and pid_alive(agent_pid(rec)):
         return rec  # idempotent: already provisioned
-    rec = InstanceRecord(
+    rec = Instance(
         machine_id=machine_id,
-        machine_type=machine_type,
-        task_queue=machine_task_queue(machine_id),
+        provider="local",
+        machine_type=machine_type.name,
+        instance_type=machine_type.name,
+        state="running",
     )
     _dir(settings, machine_id).mkdir(parents=True, exist_ok=True)
     _write(settings, rec)
-    rec.pid = _start_agent(settings, rec)
+    rec.instance_id = _start_agent(settings, machine_id)
     _write(settings, rec)
     return rec
-
-
-def _stop_pid(pid: int, timeout: float = 10.0) -> None:
-    if not pid_alive(pid):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _remove_containers(machine_id: str) -> None:
@@ -196,11 +148,11 @@ def terminate(settings: Settings, machine_id: str) -> None:
         if rec is not None:
             rec.state = "terminated"  # nothing restarts it from here on
             _write(settings, rec)
-            _stop_pid(rec.pid)
+            stop_pid(agent_pid(rec))
         # Any other agent process of this machine too (one a racing restart started).
         for pid, owner in agent_processes(settings).items():
             if owner == machine_id:
-                _stop_pid(pid)
+                stop_pid(pid)
         _remove_containers(machine_id)
         shutil.rmtree(_dir(settings, machine_id), ignore_errors=True)
 
@@ -211,24 +163,21 @@ def reclaim(settings: Settings, machine_id: str) -> None:
     rec = _read(settings, machine_id)
     if rec is None:
         return
-    if pid_alive(rec.pid):
-        os.kill(rec.pid, signal.SIGKILL)
+    if pid_alive(agent_pid(rec)):
+        os.kill(agent_pid(rec), signal.SIGKILL)
     _remove_containers(machine_id)
     rec.state = "reclaimed"
     _write(settings, rec)
 
 
-def describe(settings: Settings, machine_id: str) -> InstanceRecord | None:
+def describe(settings: Settings, machine_id: str) -> Instance | None:
     rec = _read(settings, machine_id)
-    if rec is not None and rec.state == "running" and not pid_alive(rec.pid):
+    if rec is not None and rec.state == "running" and not pid_alive(agent_pid(rec)):
         rec.state = "stopped"
     return rec
 
 
-ORPHAN_TYPE = MachineType(name="unknown", vcpus=0, memory_gb=0)
-
-
-def list_instances(settings: Settings) -> list[InstanceRecord]:
+def list_instances(settings: Settings) -> list[Instance]:
     """Every machine with a folder, plus every agent process of this home whose machine
     has none (an orphan: reported running, so the reconciler terminates it)."""
     out = []
@@ -242,11 +191,12 @@ def list_instances(settings: Settings) -> list[InstanceRecord]:
         if machine_id not in known:
             known.add(machine_id)
             out.append(
-                InstanceRecord(
+                Instance(
                     machine_id=machine_id,
-                    machine_type=ORPHAN_TYPE,
-                    task_queue=machine_task_queue(machine_id),
-                    pid=pid,
+                    provider="local",
+                    machine_type="unknown",
+                    instance_id=str(pid),
+                    state="running",
                 )
             )
     return out
@@ -256,11 +206,11 @@ def stop_all_agents(settings: Settings) -> int:
     """`conjure down`: stop every agent, keeping the machines (as a host shuts down)."""
     n = 0
     for rec in list_instances(settings):
-        if pid_alive(rec.pid):
-            _stop_pid(rec.pid)
+        if pid_alive(agent_pid(rec)):
+            stop_pid(agent_pid(rec))
             n += 1
     for pid in agent_processes(settings):  # orphans, and any a racing restart started
-        _stop_pid(pid)
+        stop_pid(pid)
         n += 1
     return n
 
@@ -276,7 +226,7 @@ def start_stopped_agents(settings: Settings) -> int:
             if rec is None or rec.state != "stopped":
                 continue  # terminated (or restarted) meanwhile
             rec.state = "running"
-            rec.pid = _start_agent(settings, rec)
+            rec.instance_id = _start_agent(settings, rec.machine_id)
             _write(settings, rec)
             n += 1
     return n

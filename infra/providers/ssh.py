@@ -42,6 +42,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel
 
 from conjure.infra.config import Settings, SSHHost
+from conjure.infra.processes import pid_alive, stop_pid
 from conjure.infra.providers.base import Instance, ProviderError, require
 
 PROVIDER = "ssh"
@@ -578,7 +579,7 @@ def start_agent_script(h: SSHHost, machine_id: str, env: dict[str, str]) -> str:
         f'if [ -f agent.pid ] && kill -0 "$(cat agent.pid)" 2>/dev/null '
         f'&& [ "$(cat agent.machine 2>/dev/null)" = {m} ]; then echo running; else '
         ". ./agent.env; "
-        f"setsid nohup venv/bin/python -m conjure.worker_agent --machine-id {m} "
+        f"setsid nohup venv/bin/python -m conjure.worker_agent agent --machine-id {m} "
         ">>agent.log 2>&1 </dev/null & echo $! > agent.pid; "
         f"echo {m} > agent.machine; echo started; fi"
     )
@@ -596,14 +597,10 @@ def _start_tunnel(settings: Settings, h: SSHHost, machine_id: str) -> int:
 
 
 def _stop_tunnel(pid: int) -> None:
-    from conjure.infra.providers.local import _stop_pid
-
-    _stop_pid(pid, timeout=5)
+    stop_pid(pid, timeout=5)
 
 
 def _wait_tunnel(settings: Settings, h: SSHHost, pid: int) -> None:
-    from conjure.infra.providers.local import pid_alive
-
     deadline = time.monotonic() + settings.ssh_connect_timeout_seconds * 3 + 30
     while time.monotonic() < deadline:
         st = tunnel_status(settings, h.key)
@@ -689,8 +686,6 @@ def provision(settings: Settings, machine_id: str, machine_type: Any) -> Instanc
     if not hosts(settings):
         raise ProviderError("no [[ssh_hosts]] in config.toml for the ssh provider")
     found = _host_of(settings, machine_id)
-    from conjure.infra.providers.local import pid_alive
-
     if found and pid_alive(found[1].tunnel_pid):
         return _instance(*found)  # idempotent: already provisioned
     probe_unhealthy(settings, only_type=machine_type.name)

@@ -337,7 +337,7 @@ HEARTBEAT = 4.0
 def agent_pid(machine_id: str) -> int:
     rec = local.describe(get_settings(), machine_id)
     assert rec is not None
-    return rec.pid
+    return local.agent_pid(rec)
 
 
 async def test_agent_killed_for_good_interrupts_the_run(

@@ -80,7 +80,7 @@ def test_idle_machine_reused_then_terminated(own_stack: dict[str, str], tmp_path
     assert "idle machine reused" in b.err
     machines = json.loads(conjure("machines", "--json", env=own_stack).out)
     assert machines and all(m["state"] == "idle" for m in machines)
-    pids = [rec.pid for rec in local.list_instances(settings)]
+    pids = [local.agent_pid(rec) for rec in local.list_instances(settings)]
     assert pids and all(local.pid_alive(p) for p in pids)
     deadline = time.monotonic() + IDLE + 30
     while time.monotonic() < deadline:

@@ -179,7 +179,7 @@ async def test_reconciler_reaps_orphan_and_dead_agent(pool_stack: Settings, tmp_
     victim = next(m for m in before.machines if m.state == MachineState.IDLE)
 
     orphan = local.provision(pool_stack, "local-orphan0001", c.machine_type("cpu"))
-    assert local.pid_alive(orphan.pid)
+    assert local.pid_alive(local.agent_pid(orphan))
     os.kill(local.describe(pool_stack, victim.id).pid, signal.SIGKILL)  # the agent dies
 
     deadline = time.monotonic() + 60
@@ -196,7 +196,7 @@ async def test_reconciler_reaps_orphan_and_dead_agent(pool_stack: Settings, tmp_
             break
         await asyncio.sleep(0.1)
     assert local.describe(pool_stack, "local-orphan0001") is None
-    assert not local.pid_alive(orphan.pid)
+    assert not local.pid_alive(local.agent_pid(orphan))
     assert local.describe(pool_stack, victim.id) is None
 
 

@@ -28,7 +28,7 @@ from temporalio.worker import Worker
 
 from conjure.workflows.keys import machine_task_queue
 from conjure.workflows.models import (
-    InstanceSummary,
+    Instance,
     ListMachinesInput,
     ListMachinesResult,
     MachineInfo,
@@ -89,7 +89,7 @@ class FakeCloud:
     @activity.defn(name="list_machines")
     async def list_machines(self, inp: ListMachinesInput) -> ListMachinesResult:
         ids = list(self.agents) + self.orphans
-        return ListMachinesResult(instances=[InstanceSummary(machine_id=i) for i in ids])
+        return ListMachinesResult(instances=[Instance(machine_id=i) for i in ids])
 
     async def close(self) -> None:
         for w, _ in list(self.agents.values()):

@@ -216,7 +216,7 @@ def test_sparkline() -> None:
 
 
 def test_helper_module_writes_the_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from conjure.worker_agent import conjure_metrics
+    from conjure.activities import conjure_metrics
 
     target = tmp_path / "m.jsonl"
     monkeypatch.setenv("CONJURE_METRICS_FILE", str(target))

@@ -68,7 +68,7 @@ _keras_class = None
 def _make_keras_callback():
     base = _keras_callback_base()
 
-    class KerasCallback(base):
+    class KerasCallback(base):  # type: ignore[valid-type,misc]
         """Logs every metric Keras reports at the end of each epoch as keras/<metric>,
         with step = the epoch number as Keras displays it (1 for the first epoch)."""
 

@@ -1,7 +1,5 @@
-"""The control worker (`conjure worker`): every workflow plus the provider activities.
-
-It holds no state of its own: start more of them to scale out.
-"""
+"""The control worker (`conjure worker`): every workflow plus the control-queue activities
+(provider and pipeline). It holds no state of its own: start more of them to scale out."""
 
 from __future__ import annotations
 
@@ -10,6 +8,7 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from conjure.activities.hyper import HyperActivities
@@ -39,7 +38,7 @@ WORKFLOWS = [
 ]
 
 
-def build_worker(client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:  # type: ignore[no-untyped-def]
+def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
     return Worker(
         client,
         task_queue=settings.control_task_queue,
@@ -53,6 +52,7 @@ def build_worker(client, settings: Settings, executor: ThreadPoolExecutor) -> Wo
 
 
 async def run_control_worker(settings: Settings) -> None:
+    """Poll the control queue until SIGTERM or SIGINT."""
     client = await make_client(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
