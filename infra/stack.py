@@ -179,7 +179,7 @@ def start_console(settings: Settings, report: UpReport, timeout: float = 20.0) -
             report.started.append("console")
             report.console_url = settings.console_url
             return
-        if not local.pid_alive(pid):
+        if not pid_alive(pid):
             break
         time.sleep(0.1)
     log = settings.run_dir / "console.log"

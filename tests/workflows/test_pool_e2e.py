@@ -180,7 +180,9 @@ async def test_reconciler_reaps_orphan_and_dead_agent(pool_stack: Settings, tmp_
 
     orphan = local.provision(pool_stack, "local-orphan0001", c.machine_type("cpu"))
     assert local.pid_alive(local.agent_pid(orphan))
-    os.kill(local.agent_pid(local.describe(pool_stack, victim.id)), signal.SIGKILL)  # the agent dies
+    os.kill(
+        local.agent_pid(local.describe(pool_stack, victim.id)), signal.SIGKILL
+    )  # the agent dies
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -17,7 +17,7 @@ import pytest
 
 from conjure.infra.config import Settings
 from conjure.infra.providers import local
-from conjure.workflows.models import MachineType
+from conjure.workflows.models import Instance, MachineType
 from tests.conftest import free_port
 
 
@@ -33,7 +33,7 @@ def _spawn_ghost(settings: Settings, machine_id: str) -> subprocess.Popen[bytes]
     """An agent of this home whose machine has no folder: what a racing restart leaves."""
     env = {**os.environ, "CONJURE_HOME": str(settings.home)}
     return subprocess.Popen(
-        [sys.executable, "-m", "conjure.worker_agent", "--machine-id", machine_id],
+        [sys.executable, "-m", "conjure.worker_agent", "agent", "--machine-id", machine_id],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
@@ -56,7 +56,7 @@ def test_an_agent_no_machine_owns_is_listed_terminated_and_stopped_by_down(
         listed = {r.machine_id: r for r in local.list_instances(settings)}
         # The reconciler sees them as instances the pool does not know: orphans.
         assert listed["ghost-a"].state == "running"
-        assert listed["ghost-a"].pid == ghosts[0].pid
+        assert local.agent_pid(listed["ghost-a"]) == ghosts[0].pid
         local.terminate(settings, "ghost-a")  # what the reconciler does to an orphan
         assert ghosts[0].wait(timeout=20) is not None
         assert local.stop_all_agents(settings) >= 1  # `conjure down`
@@ -75,8 +75,8 @@ def test_restart_and_terminate_exclude_each_other(settings: Settings) -> None:
     mtype = MachineType(name="cpu", vcpus=1, memory_gb=1)
     ids = [f"race-{i}" for i in range(4)]
     for machine_id in ids:
-        rec = local.InstanceRecord(
-            machine_id=machine_id, machine_type=mtype, task_queue=f"machine-{machine_id}"
+        rec = Instance(
+            machine_id=machine_id, provider="local", machine_type=mtype.name, state="running"
         )
         local._dir(settings, machine_id).mkdir(parents=True)
         local._write(settings, rec)  # pid 0: a machine whose agent is stopped
