@@ -58,7 +58,7 @@ def agent_pid(settings, machine_id: str) -> int:  # type: ignore[no-untyped-def]
 
     rec = local.describe(settings, machine_id)
     assert rec is not None
-    return rec.pid
+    return local.agent_pid(rec)
 
 
 def peak_rss_mib(pid: int) -> float:

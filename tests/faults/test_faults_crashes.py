@@ -182,7 +182,7 @@ def test_temporal_server_killed_mid_run(faults_stack: Settings, tmp_path: Path) 
 def _agent_pid(settings: Settings, machine_id: str) -> int:
     rec = local.describe(settings, machine_id)
     assert rec is not None
-    return rec.pid
+    return local.agent_pid(rec)
 
 
 def test_agent_killed_restarted_and_not(faults_stack: Settings, tmp_path: Path) -> None:
