@@ -47,6 +47,10 @@ def stop_stack(settings: Settings) -> None:
                 local.terminate(settings, rec.machine_id)
             except Exception as e:  # keep going: leave nothing else running
                 print(f"stop_stack: terminating {rec.machine_id}: {e}")
+        if settings.ssh_hosts:  # their tunnels are this host's processes
+            from conjure.infra.providers import ssh
+
+            ssh.terminate_all(settings)
     finally:
         stack.down(settings)
 

@@ -731,6 +731,15 @@ def terminate(settings: Settings, machine_id: str) -> None:
     _release(settings, h)
 
 
+def terminate_all(settings: Settings) -> int:
+    """Terminate every machine on the hosts (a test stack's teardown)."""
+    claimed = [read_state(settings, h) for h in hosts(settings)]
+    ids = [st.machine_id for st in claimed if st.state == "claimed" and st.machine_id]
+    for machine_id in ids:
+        terminate(settings, machine_id)
+    return len(ids)
+
+
 def describe(settings: Settings, machine_id: str) -> Instance | None:
     found = _host_of(settings, machine_id)
     if found is None:

@@ -44,6 +44,8 @@ async def serve(key: str, machine_id: str) -> None:
     home = ""
     first = True
     while True:
+        if not first and ssh.read_state(settings, host).machine_id != machine_id:
+            return  # the machine was terminated (or its state removed): nothing to hold
         _status(settings, key, "connecting")
         try:
             conn = await ssh.connect(settings, host)
