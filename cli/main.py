@@ -22,6 +22,7 @@ from conjure.cli.code import asks_about_files
 from conjure.cli.env_cmds import env_options, register_env_commands
 from conjure.cli.resources import mount_note
 from conjure.cli.resources import register as register_resources
+from conjure.cli.wording import error_message
 from conjure.infra.config import get_settings
 from conjure.infra.errors import ConjureError
 from conjure.infra.logs import LogLine, LogReader
@@ -659,7 +660,7 @@ def _main() -> int:
         _detached_hint()
         return 130
     except ConjureError as e:
-        info(f"error: {e}")
+        info(f"error: {error_message(e)}")
         return e.exit_code
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

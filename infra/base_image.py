@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import fcntl
 import json
 import os
 import pathlib
@@ -33,6 +32,8 @@ from collections.abc import Callable, Iterator
 import docker
 import docker.errors
 from docker.utils import parse_repository_tag
+
+from conjure.infra.locks import file_lock
 
 DEFAULT_IMAGE = "conjure/base:bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -213,21 +214,6 @@ def _remove_tree(path: pathlib.Path) -> None:
     if _mounts_under(path):  # never recurse into a live /proc or /dev
         raise BaseImageError(f"cannot clean {path}: still mounted: {_mounts_under(path)}")
     shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _locked(lock_path: pathlib.Path, log: Callable[[str], None]) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for another base image build ({lock_path})")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _pem_blocks(text: str) -> list[str]:
@@ -443,7 +429,8 @@ def ensure_base_image(
     except OSError as e:
         raise BaseImageError(f"cannot create cache directory {cache}: {e}") from e
 
-    with _locked(cache / "base-image.lock", log):
+    lock = cache / "base-image.lock"
+    with file_lock(lock, lambda: log(f"waiting for another base image build ({lock})")):
         if not force:
             found = _image_id(client, image)
             if found:  # another caller built it while we waited

@@ -20,13 +20,22 @@ class UnknownMachineType(Exception):
     pass
 
 
-def load_catalog(config_file: Path | None = None) -> dict[str, MachineType]:
-    """The built-in types, overridden or extended by `[machine_types.NAME]` in config."""
-    raw: dict[str, Any] = tomllib.loads(CATALOG_FILE.read_text())
+def builtin_with_overrides(
+    builtin: Path, config_file: Path | None, table: str
+) -> dict[str, dict[str, Any]]:
+    """A built-in TOML catalog (NAME -> fields), each entry overridden field by field or
+    added by `[TABLE.NAME]` in the user's config file."""
+    raw: dict[str, Any] = tomllib.loads(builtin.read_text())
     if config_file is not None and config_file.exists():
-        user = tomllib.loads(config_file.read_text()).get("machine_types", {})
+        user = tomllib.loads(config_file.read_text()).get(table, {})
         for name, fields in user.items():
             raw[name] = {**raw.get(name, {}), **fields}
+    return raw
+
+
+def load_catalog(config_file: Path | None = None) -> dict[str, MachineType]:
+    """The built-in types, overridden or extended by `[machine_types.NAME]` in config."""
+    raw = builtin_with_overrides(CATALOG_FILE, config_file, "machine_types")
     return {name: MachineType(name=name, **fields) for name, fields in raw.items()}
 
 

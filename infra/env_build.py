@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import hashlib
 import os
 import pathlib
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import docker
 import docker.errors
 from docker.utils import parse_repository_tag
 
+from conjure.infra.locks import file_lock
 from conjure.workflows.models import EnvSpec
 
 IMAGE_LABEL = "org.conjure.env"  # value: env or framework
@@ -254,17 +254,6 @@ def check_custom_image(client: docker.DockerClient, image: str) -> None:
         raise EnvError(f"image {image} failed its check (sh -c exited {code})")
 
 
-@contextlib.contextmanager
-def _lock(path: pathlib.Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _STEP = re.compile(r"^Step (\d+/\d+) : (.*)$")
 _LAYER = re.compile(r"^---> ([0-9a-f]{12,64})$")
@@ -408,7 +397,9 @@ def ensure_environment(
         return EnvOutcome(image=base, source="cached" if base_cached else "base")
     if image_exists(client, final):
         return EnvOutcome(image=final, source="cached")
-    with _lock(work_dir / "locks" / (hashlib.sha256(final.encode()).hexdigest()[:16] + ".lock")):
+    with file_lock(
+        work_dir / "locks" / (hashlib.sha256(final.encode()).hexdigest()[:16] + ".lock")
+    ):
         if image_exists(client, final):  # another run built it while we waited
             return EnvOutcome(image=final, source="cached")
         if registry and final.startswith(registry + "/"):

@@ -22,7 +22,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +31,9 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from conjure.infra.errors import UsageError
+from conjure.infra.catalog import builtin_with_overrides
+from conjure.infra.errors import OptionError
 from conjure.workflows.models import EnvSpec
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 # Bump when the build recipe (infra/env_build.py) changes what an image holds.
 RECIPE_VERSION = 2  # 2: every built image has `python` and `pip`
@@ -98,29 +93,32 @@ def parse_apt(value: str) -> str:
     """An apt package name, optionally NAME=VERSION, as Debian allows them."""
     name, eq, version = value.strip().partition("=")
     if not APT_NAME.fullmatch(name) or (eq and not APT_VERSION.fullmatch(version)):
-        raise UsageError(
-            f"--apt: {_show(value)} is not a Debian package name (lower case letters, digits, "
-            "+ - . ; at least two characters; optionally =VERSION)"
+        raise OptionError(
+            "apt",
+            f"{_show(value)} is not a Debian package name (lower case letters, digits, "
+            "+ - . ; at least two characters; optionally =VERSION)",
         )
     return f"{name}={version}" if eq else name
 
 
-def parse_pip(value: str, flag: str = "--pip") -> str:
+def parse_pip(value: str, option: str = "pip", where: str = "") -> str:
     """A PEP 508 requirement such as `Pillow>=8.3.2`, in its normal form."""
     text = value.strip()
     if not text or not _printable(text) or text.startswith("-"):
-        raise UsageError(f"{flag}: {_show(value)} is not a pip requirement")
+        raise OptionError(option, f"{where}{_show(value)} is not a pip requirement")
     try:
         req = Requirement(text)
     except InvalidRequirement as e:
         first = str(e).splitlines()[0]
-        raise UsageError(f"{flag}: {_show(value)} is not a pip requirement ({first})") from None
+        raise OptionError(
+            option, f"{where}{_show(value)} is not a pip requirement ({first})"
+        ) from None
     if req.url and not _URL.fullmatch(req.url):
-        raise UsageError(f"{flag}: {_show(value)}: only http(s)/ssh URLs can be installed")
+        raise OptionError(option, f"{where}{_show(value)}: only http(s)/ssh URLs can be installed")
     return str(req)
 
 
-def parse_image(value: str, flag: str = "--docker-image") -> str:
+def parse_image(value: str, option: str = "docker_image") -> str:
     text = value.strip()
     first, slash, _ = text.partition("/")
     # As Docker splits it: the first part is a registry only with a dot, a port or localhost.
@@ -130,9 +128,10 @@ def parse_image(value: str, flag: str = "--docker-image") -> str:
         and (first != first.lower())
     )
     if not IMAGE_REF.fullmatch(text) or len(text) > 255 or bad_first:
-        raise UsageError(
-            f"{flag}: {_show(value)} is not a Docker image reference "
-            "([REGISTRY/]NAME[:TAG][@sha256:DIGEST])"
+        raise OptionError(
+            option,
+            f"{_show(value)} is not a Docker image reference "
+            "([REGISTRY/]NAME[:TAG][@sha256:DIGEST])",
         )
     return text
 
@@ -140,23 +139,23 @@ def parse_image(value: str, flag: str = "--docker-image") -> str:
 def parse_registry(value: str) -> str:
     text = value.strip().rstrip("/")
     if text and not REGISTRY.fullmatch(text):
-        raise UsageError(f"registry: {_show(value)} is not HOST[:PORT]")
+        raise OptionError("registry", f"{_show(value)} is not HOST[:PORT]")
     return text
 
 
 # --- files --------------------------------------------------------------------------
 
 
-def _read(path: Path, flag: str) -> str:
+def _read(path: Path, option: str) -> str:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise UsageError(f"{flag}: {path} does not exist or is not a file")
+        raise OptionError(option, f"{path} does not exist or is not a file")
     if p.stat().st_size > MAX_FILE_BYTES:
-        raise UsageError(f"{flag}: {path} is larger than {MAX_FILE_BYTES // 1024} KiB")
+        raise OptionError(option, f"{path} is larger than {MAX_FILE_BYTES // 1024} KiB")
     try:
         return p.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{flag}: cannot read {path}: {e}") from None
+        raise OptionError(option, f"cannot read {path}: {e}") from None
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
@@ -180,18 +179,18 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def parse_requirements(text: str, source: str, flag: str = "--pip-req") -> list[str]:
+def parse_requirements(text: str, source: str, option: str = "pip_req") -> list[str]:
     """A pip requirements file as normalised lines: requirements and index options."""
     out: list[str] = []
     for n, line in _logical_lines(text):
-        where = f"{flag}: {source} line {n}"
+        where = f"{source} line {n}: "
         if not _printable(line):
-            raise UsageError(f"{where}: control characters are not allowed")
+            raise OptionError(option, f"{where}control characters are not allowed")
         if line.startswith("-"):
             try:
                 tokens = shlex.split(line)
             except ValueError as e:
-                raise UsageError(f"{where}: {e}") from None
+                raise OptionError(option, f"{where}{e}") from None
             opt, eq, val = tokens[0].partition("=")
             if opt in _REQ_FLAGS and not eq and len(tokens) == 1:
                 out.append(opt)
@@ -199,7 +198,7 @@ def parse_requirements(text: str, source: str, flag: str = "--pip-req") -> list[
             if opt in _REQ_OPTIONS:
                 values = ([val] if eq else []) + tokens[1:]
                 if len(values) != 1:
-                    raise UsageError(f"{where}: {opt} takes one value")
+                    raise OptionError(option, f"{where}{opt} takes one value")
                 name = _REQ_OPTIONS[opt]
                 value = values[0]
                 ok = {
@@ -208,17 +207,20 @@ def parse_requirements(text: str, source: str, flag: str = "--pip-req") -> list[
                     "--only-binary": _BINARY_VALUE,
                 }.get(name, _URL)
                 if not ok.fullmatch(value):
-                    raise UsageError(f"{where}: {value!r} is not a valid value for {opt}")
+                    raise OptionError(option, f"{where}{value!r} is not a valid value for {opt}")
                 out.append(f"{name} {value}")
                 continue
             if opt in ("-r", "--requirement", "-c", "--constraint"):
-                raise UsageError(
-                    f"{where}: nested requirement files ({opt}) are not supported; "
-                    "put their lines in this file"
+                raise OptionError(
+                    option,
+                    f"{where}nested requirement files ({opt}) are not supported; "
+                    "put their lines in this file",
                 )
             if opt in ("-e", "--editable"):
-                raise UsageError(f"{where}: editable installs (-e) are not supported in a build")
-            raise UsageError(f"{where}: the option {opt} is not supported")
+                raise OptionError(
+                    option, f"{where}editable installs (-e) are not supported in a build"
+                )
+            raise OptionError(option, f"{where}the option {opt} is not supported")
         req_text, hashes = line, []
         for m in _HASH.finditer(line):
             hashes.append(f"--hash={m.group(0)[7:]}")
@@ -227,52 +229,52 @@ def parse_requirements(text: str, source: str, flag: str = "--pip-req") -> list[
             out.append(req_text)
             continue
         if req_text.startswith((".", "/", "~")) or "file:" in req_text:
-            raise UsageError(f"{where}: local paths are not in the build; use a URL or an index")
-        try:
-            req = parse_pip(req_text, flag)
-        except UsageError as e:
-            raise UsageError(f"{where}: {str(e).split(': ', 1)[1]}") from None
+            raise OptionError(
+                option, f"{where}local paths are not in the build; use a URL or an index"
+            )
+        req = parse_pip(req_text, option, where)
         out.append(" ".join([req, *hashes]))
     return out
 
 
-def parse_conda(text: str, source: str) -> str:
+def parse_conda(text: str, source: str, option: str = "conda_file") -> str:
     """A conda environment file, normalised: environment `conjure`, sorted keys."""
-    flag = "--conda-file"
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0]
-        raise UsageError(f"{flag}: {source} is not valid YAML ({first})") from None
+        raise OptionError(option, f"{source} is not valid YAML ({first})") from None
     if not isinstance(data, dict):
-        raise UsageError(f"{flag}: {source} is not a conda environment file (a mapping)")
+        raise OptionError(option, f"{source} is not a conda environment file (a mapping)")
     unknown = set(data) - {"name", "channels", "dependencies", "prefix", "variables"}
     if unknown:
-        raise UsageError(f"{flag}: {source}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        raise OptionError(
+            option, f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))}"
+        )
     channels = data.get("channels") or ["conda-forge"]
     deps = data.get("dependencies") or []
     if not isinstance(channels, list) or not all(
         isinstance(c, str) and c and _printable(c) and " " not in c for c in channels
     ):
-        raise UsageError(f"{flag}: {source}: channels must be a list of names or URLs")
+        raise OptionError(option, f"{source}: channels must be a list of names or URLs")
     if not isinstance(deps, list) or not deps:
-        raise UsageError(f"{flag}: {source}: dependencies must be a non-empty list")
+        raise OptionError(option, f"{source}: dependencies must be a non-empty list")
     norm_deps: list[Any] = []
     for d in deps:
         if isinstance(d, str) and d.strip() and _printable(d):
             norm_deps.append(d.strip())
         elif isinstance(d, dict) and list(d) == ["pip"] and isinstance(d["pip"], list):
             norm_deps.append(
-                {"pip": [parse_pip(str(p), f"{flag}: {source} pip") for p in d["pip"]]}
+                {"pip": [parse_pip(str(p), option, f"{source} pip: ") for p in d["pip"]]}
             )
         else:
-            raise UsageError(f"{flag}: {source}: bad dependency {d!r}")
+            raise OptionError(option, f"{source}: bad dependency {d!r}")
     variables = data.get("variables") or {}
     if not isinstance(variables, dict) or not all(
         isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) and _printable(str(v))
         for k, v in variables.items()
     ):
-        raise UsageError(f"{flag}: {source}: variables must map names to values")
+        raise OptionError(option, f"{source}: variables must map names to values")
     norm: dict[str, Any] = {"name": "conjure", "channels": channels, "dependencies": norm_deps}
     if variables:
         norm["variables"] = {k: str(v) for k, v in variables.items()}
@@ -296,11 +298,7 @@ class Framework:
 
 def load_frameworks(config_file: Path | None = None) -> dict[str, Framework]:
     """The built-in frameworks, overridden or extended by `[frameworks.NAME]` in config."""
-    raw: dict[str, Any] = tomllib.loads(FRAMEWORKS_FILE.read_text())
-    if config_file is not None and config_file.exists():
-        user = tomllib.loads(config_file.read_text()).get("frameworks", {})
-        for name, fields in user.items():
-            raw[name] = {**raw.get(name, {}), **fields}
+    raw = builtin_with_overrides(FRAMEWORKS_FILE, config_file, "frameworks")
     out = {}
     for name, fields in raw.items():
         fw = Framework(name=name, **fields)
@@ -329,12 +327,12 @@ def _venv_top_level(venv: Path) -> list[str]:
     """Packages of a virtual environment that no other package requires (as pip-chill)."""
     python = venv / "bin" / "python"
     if not python.exists():
-        raise UsageError(f"--deps-from-env: {python} does not exist")
+        raise OptionError("deps_from_env", f"{python} does not exist")
     proc = subprocess.run(
         [str(python), "-I", "-c", _LIST_DISTS], capture_output=True, text=True, timeout=60
     )
     if proc.returncode != 0:
-        raise UsageError(f"--deps-from-env: cannot list {venv}: {proc.stderr.strip()[-200:]}")
+        raise OptionError("deps_from_env", f"cannot list {venv}: {proc.stderr.strip()[-200:]}")
     dists = json.loads(proc.stdout)
     required: set[str] = set()
     for d in dists:
@@ -360,7 +358,7 @@ def _venv_top_level(venv: Path) -> list[str]:
 def _conda_from_history(prefix: str, environ: Mapping[str, str]) -> str:
     conda = environ.get("CONDA_EXE") or shutil.which("conda") or shutil.which("micromamba")
     if not conda:
-        raise UsageError("--deps-from-env: a conda environment is active but conda is not found")
+        raise OptionError("deps_from_env", "a conda environment is active but conda is not found")
     proc = subprocess.run(
         [conda, "env", "export", "--from-history", "-p", prefix],
         capture_output=True,
@@ -368,7 +366,7 @@ def _conda_from_history(prefix: str, environ: Mapping[str, str]) -> str:
         timeout=120,
     )
     if proc.returncode != 0:
-        raise UsageError(f"--deps-from-env: conda env export failed: {proc.stderr.strip()[-200:]}")
+        raise OptionError("deps_from_env", f"conda env export failed: {proc.stderr.strip()[-200:]}")
     return proc.stdout
 
 
@@ -392,9 +390,10 @@ def deps_from_env(environ: Mapping[str, str] | None = None) -> LocalDeps:
         return LocalDeps(
             source=f"conda environment {prefix}", conda_file=parse_conda(text, "conda env export")
         )
-    raise UsageError(
-        "--deps-from-env: no virtual environment or conda environment is active "
-        "(VIRTUAL_ENV and CONDA_PREFIX are unset)"
+    raise OptionError(
+        "deps_from_env",
+        "no virtual environment or conda environment is active "
+        "(VIRTUAL_ENV and CONDA_PREFIX are unset)",
     )
 
 
@@ -430,22 +429,22 @@ def build_env_spec(
     registry: str = "",
     ca_digest: str = "",
 ) -> EnvSpec:
-    """Validate the environment flags and name the image; UsageError on any bad value."""
+    """Validate the environment options and name the image; OptionError on any bad value."""
     if pip_req is not None and conda_file is not None:
-        raise UsageError("--pip-req and --conda-file are mutually exclusive")
+        raise OptionError("pip_req", "{0} and {1} are mutually exclusive", also=["conda_file"])
     frameworks = frameworks if frameworks is not None else load_frameworks()
     fw_name = framework or "default"
     if fw_name not in frameworks:
-        raise UsageError(
-            f"--framework: unknown framework {fw_name!r}; known: {', '.join(frameworks)}"
+        raise OptionError(
+            "framework", f"unknown framework {fw_name!r}; known: {', '.join(frameworks)}"
         )
     fw = frameworks[fw_name]
     image = parse_image(docker_image) if docker_image else ""
     registry = parse_registry(registry)
     apt_norm = sorted({parse_apt(a) for a in apt})
     explicit_pip = [parse_pip(p) for p in pip]
-    req_lines = parse_requirements(_read(pip_req, "--pip-req"), str(pip_req)) if pip_req else []
-    conda = parse_conda(_read(conda_file, "--conda-file"), str(conda_file)) if conda_file else ""
+    req_lines = parse_requirements(_read(pip_req, "pip_req"), str(pip_req)) if pip_req else []
+    conda = parse_conda(_read(conda_file, "conda_file"), str(conda_file)) if conda_file else ""
 
     # --deps-from-env: overridden by explicit flags.
     env_pip: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -24,3 +25,22 @@ class RunFailedError(ConjureError):
     def __init__(self, message: str, status: Any = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class OptionError(UsageError):
+    """A bad value of one option, named as the Python API names it (`pip`, `pip_req`,
+    `conda_file`, ...): `option` is the option and `detail` what is wrong with it. With
+    `also`, the detail is the whole message and names the options as {0} (this one),
+    {1}, ... `str()` uses the Python API's names; the CLI words the same error with its
+    flags (`worded`)."""
+
+    def __init__(self, option: str, detail: str, *, also: Sequence[str] = ()) -> None:
+        self.option = option
+        self.detail = detail
+        self.also = tuple(also)
+        super().__init__(self.worded(str))
+
+    def worded(self, name: Callable[[str], str]) -> str:
+        if self.also:
+            return self.detail.format(name(self.option), *map(name, self.also))
+        return f"{name(self.option)}: {self.detail}"

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
+from conjure.infra.chunks import chunk_keys, chunk_lines
 from conjure.infra.secrets import redact as redact_values
 from conjure.infra.store import Store
 
@@ -271,18 +272,10 @@ def stored_until(store: Store, run_id: int, phase: str, max_chunks: int = 200) -
     """stream -> time of the last line of `phase` the store holds (newest chunks first,
     at most max_chunks read). A resumed follower starts after these, so an agent that
     died between storing lines and heartbeating does not store them twice."""
-    try:
-        entries = store.ls(f"logs/{run_id}")
-    except Exception:
-        return {}
-    keys = sorted((e.key for e in entries if e.key.endswith(f"-{phase}.jsonl")), reverse=True)
+    keys = chunk_keys(store, f"logs/{run_id}", f"-{phase}.jsonl")
     found: dict[str, int] = {}
-    for key in keys[:max_chunks]:
-        try:
-            data = store.read_bytes(key)
-        except Exception:
-            continue
-        for raw in data.decode(errors="replace").splitlines():
+    for key in keys[::-1][:max_chunks]:
+        for raw in chunk_lines(store, key) or []:
             try:
                 obj = json.loads(raw)
                 s, t = obj.get("s", "o"), int(obj.get("t", 0))

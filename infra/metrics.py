@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conjure.infra.chunks import chunk_keys, chunk_lines
 from conjure.infra.store import Store
 
 MAX_NAME = 200
@@ -144,18 +145,10 @@ def parse_line(line: str) -> tuple[str, float, int | None, float | None]:
 
 def read_metrics(store: Store, run_id: int) -> dict[str, list[Point]]:
     """Every stored point of a run, by name, in logged order."""
-    try:
-        entries = store.ls(f"metrics/{run_id}")
-    except Exception:
-        return {}
     out: dict[str, list[Point]] = {}
     seen_offsets: set[int] = set()
-    for key in sorted(e.key for e in entries if e.key.endswith(".jsonl")):
-        try:
-            data = store.read_bytes(key)
-        except Exception:
-            continue
-        for raw in data.decode(errors="replace").splitlines():
+    for key in chunk_keys(store, f"metrics/{run_id}"):
+        for raw in chunk_lines(store, key) or []:
             try:
                 obj = json.loads(raw)
                 if "n" in obj:

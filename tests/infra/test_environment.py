@@ -271,3 +271,21 @@ def test_frameworks_command(conjure_stack: Settings) -> None:
         assert name in r.out
     js = conjure("frameworks", "--json")
     assert any(f["name"] == "numpy" and f["pip"] for f in __import__("json").loads(js.out))
+
+
+def test_errors_name_the_python_api_option_and_the_cli_words_its_flag(tmp_path: Path) -> None:
+    from conjure.cli.wording import error_message
+    from conjure.infra.errors import OptionError
+
+    with pytest.raises(OptionError) as bad:
+        parse_pip("Pillow>=")
+    assert bad.value.option == "pip"
+    assert str(bad.value).startswith("pip: Pillow>= is not a pip requirement")
+    assert error_message(bad.value).startswith("--pip: Pillow>= is not a pip requirement")
+    with pytest.raises(OptionError) as both:
+        build_env_spec(
+            base_image="b", pip_req=tmp_path / "r.txt", conda_file=tmp_path / "e.yml",
+            frameworks={},
+        )  # fmt: skip
+    assert str(both.value) == "pip_req and conda_file are mutually exclusive"
+    assert error_message(both.value) == "--pip-req and --conda-file are mutually exclusive"
