@@ -236,8 +236,8 @@ def test_deps_from_env_without_env() -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--apt", "ffmpeg\nRUN rm -rf /"], "--apt: 'ffmpeg\\nRUN rm -rf /' is not a Debian package name"),
-        (["--pip", "six\nRUN rm -rf /"], "is not a pip requirement"),
+        (["--apt", "ffmpeg\nRUN rm -rf /"], "--apt 'ffmpeg\\nRUN rm -rf /': contains a control character"),
+        (["--pip", "six\nRUN rm -rf /"], "--pip 'six\\nRUN rm -rf /': contains a control character"),
         (["--pip", "Pillow>="], "--pip: Pillow>= is not a pip requirement"),
         (["--pip-req", "missing.txt"], "--pip-req: missing.txt does not exist"),
         (["--pip-req", "nested.txt"], "nested requirement files"),
