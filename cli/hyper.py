@@ -127,7 +127,7 @@ class AsyncHyper:
         return st
 
     async def _fill_live(self, st: HyperStatus) -> None:
-        from conjure.cli.api import AsyncRun
+        from conjure.cli.runs import AsyncRun
 
         for r in st.runs:
             if r.run_id is None or r.done:
@@ -189,7 +189,7 @@ async def start_hyper(
 ) -> AsyncHyper:
     """Validate, package the code once, start `hyper-<H>`. run_kwargs: what `run()` takes
     (machine_type, mounts, env, pip, ...). parallel None: the pool's max_concurrent_runs."""
-    from conjure.cli.api import parse_stop_conditions
+    from conjure.cli.specs import parse_stop_conditions
 
     hp = parse_params(params)
     if parallel is None:

@@ -20,7 +20,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from conjure.infra.errors import ConjureError
+from conjure.infra.errors import UnreachableError
 
 T = TypeVar("T")
 
@@ -31,8 +31,8 @@ QUICK = timedelta(seconds=2)
 POLLER_FRESH_SECONDS = 75.0
 
 
-class NoControlWorker(ConjureError):
-    pass
+class NoControlWorker(UnreachableError):
+    """No control worker answers the task queue: nothing would move the workflows."""
 
 
 async def recent_pollers(client: Client, task_queue: str) -> int:

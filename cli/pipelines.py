@@ -1,7 +1,6 @@
 """Pipelines from Python or YAML: a graph of steps, each an ordinary run.
 
-    from conjure.cli.api import Conjure
-    from conjure.cli.pipelines import Step
+    from conjure import Conjure, Step
 
     p = Conjure().pipeline([
         Step("prepare", "python prepare.py"),
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from temporalio.client import WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -29,8 +29,13 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from conjure.cli import specs
+from conjure.cli.client import Connection
+from conjure.cli.pool import ensure_pool
+from conjure.cli.runs import AsyncRun
+from conjure.cli.specs import RUN_ARG_NAMES, RunArgs, Warn
 from conjure.infra.counters import allocate
-from conjure.infra.errors import ConjureError, UsageError
+from conjure.infra.errors import ConflictError, NotFoundError, UsageError
 from conjure.workflows import keys
 from conjure.workflows.pipeline import PipelineWorkflow
 from conjure.workflows.pipeline_models import (
@@ -42,27 +47,20 @@ from conjure.workflows.pipeline_models import (
     step_ref,
 )
 
-STEP_KEYS = {
-    "command", "depends_on", "machine_type", "mounts", "env", "github_url", "github_ref",
-    "commit_ref", "apt", "pip", "framework", "docker_image",
-}  # fmt: skip
+# A step takes the run arguments but those a pipeline cannot carry: stop conditions live
+# in a run's workflow input, and the environment files and --deps-from-env are read from
+# the terminal's directory and environment.
+NOT_IN_STEPS = {"stop_conditions", "pip_req", "conda_file", "deps_from_env"}
+STEP_KEYS = {"command", "depends_on"} | (set(RUN_ARG_NAMES) - NOT_IN_STEPS)
 
 
 @dataclass
-class Step:
+class Step(RunArgs):
+    """One step of a pipeline: a run, by name, with the steps it depends on."""
+
     name: str
     command: str
     depends_on: list[str] = field(default_factory=list)
-    machine_type: str | None = None
-    mounts: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    github_url: str | None = None
-    github_ref: str | None = None
-    commit_ref: str | None = None
-    apt: list[str] = field(default_factory=list)
-    pip: list[str] = field(default_factory=list)
-    framework: str | None = None
-    docker_image: str | None = None
 
 
 def _strings(value: Any) -> list[str]:
@@ -183,30 +181,35 @@ def check_graph(steps: Sequence[Step]) -> dict[str, list[str]]:
 
 
 class AsyncPipeline:
-    def __init__(self, conjure: Any, pipeline_id: int) -> None:
-        self._c = conjure
+    """A handle on one pipeline."""
+
+    def __init__(self, conn: Connection, pipeline_id: int) -> None:
+        self._c = conn
         self.id = pipeline_id
 
     @property
     def workflow_id(self) -> str:
         return keys.pipeline_workflow_id(self.id)
 
-    async def _handle(self) -> Any:
+    async def _handle(self) -> WorkflowHandle[Any, Any]:
         return (await self._c.client()).get_workflow_handle(self.workflow_id)
 
-    async def _query(self, q: Any) -> Any:
-        try:
-            return await (await self._handle()).query(q)
-        except RPCError as e:
-            if e.status == RPCStatusCode.NOT_FOUND:
-                raise ConjureError(f"pipeline {self.id} does not exist") from None
-            raise
-
     async def status(self) -> PipelineStatus:
-        return await self._query(PipelineWorkflow.status)
+        try:
+            return await (await self._handle()).query(PipelineWorkflow.status)
+        except RPCError as e:
+            raise self._not_found(e) from None
 
     async def definition(self) -> PipelineInput:
-        return await self._query(PipelineWorkflow.definition)
+        try:
+            return await (await self._handle()).query(PipelineWorkflow.definition)
+        except RPCError as e:
+            raise self._not_found(e) from None
+
+    def _not_found(self, e: RPCError) -> Exception:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            return NotFoundError(f"pipeline {self.id} does not exist")
+        return e
 
     async def wait(self) -> PipelineStatus:
         await self.status()
@@ -217,43 +220,19 @@ class AsyncPipeline:
     async def stop(self) -> PipelineStatus:
         st = await self.status()
         if st.state != PipelineState.RUNNING:
-            raise ConjureError(f"pipeline {self.id} is already {st.state.value}")
+            raise ConflictError(f"pipeline {self.id} is already {st.state.value}")
         await (await self._handle()).signal(PipelineWorkflow.stop)
         return st
 
-    def run(self, step: str, status: PipelineStatus) -> Any:
-        from conjure.cli.api import AsyncRun
-
+    def run(self, step: str, status: PipelineStatus) -> AsyncRun:
+        """The run of step (as of status)."""
         for s in status.steps:
             if s.name == step and s.run_id is not None:
                 return AsyncRun(self._c, s.run_id)
-        raise ConjureError(f"step {step!r} of pipeline {self.id} has no run")
+        raise NotFoundError(f"step {step!r} of pipeline {self.id} has no run")
 
 
-class Pipeline:
-    """Synchronous handle on a pipeline (see AsyncPipeline)."""
-
-    def __init__(self, conjure: Any, inner: AsyncPipeline) -> None:
-        self._c = conjure
-        self._inner = inner
-        self.id = inner.id
-
-    def status(self) -> PipelineStatus:
-        return self._c._sync(self._inner.status())
-
-    def wait(self) -> PipelineStatus:
-        return self._c._sync(self._inner.wait())
-
-    def stop(self) -> PipelineStatus:
-        return self._c._sync(self._inner.stop())
-
-    def run(self, step: str) -> Any:
-        from conjure.cli.api import Run
-
-        return Run(self._c, self._inner.run(step, self.status()))
-
-
-async def allocate_pipeline_id(c: Any, request_id: str) -> int:
+async def allocate_pipeline_id(c: Connection, request_id: str) -> int:
     result = await allocate(
         await c.client(),
         keys.PIPELINE_COUNTER_WORKFLOW_ID,
@@ -264,49 +243,41 @@ async def allocate_pipeline_id(c: Any, request_id: str) -> int:
 
 
 async def run_pipeline(
-    c: Any,
+    c: Connection,
     steps: Sequence[Step],
     *,
     name: str = "",
     cwd: Path | None = None,
-    warn: Any = None,
+    warn: Warn | None = None,
 ) -> AsyncPipeline:
     """Validate every step, package the code once, start `pipeline-<P>`."""
     deps = check_graph(steps)
     request_id = uuid.uuid4().hex
     default_code = None
-    specs = []
+    step_specs = []
     for s in steps:
         code = None
         if not (s.github_url or s.commit_ref):
             if default_code is None:
-                default_code = c.package(cwd, warn=warn)
+                default_code = specs.package(c, cwd, warn=warn)
             code = default_code
-        spec = await c.build_spec(
+        spec = await specs.build_spec(
+            c,
             s.command,
-            machine_type=s.machine_type,
-            mounts=s.mounts,
-            env=s.env,
+            s,
             cwd=cwd,
             request_id=f"{request_id}-{s.name}",
-            github_url=s.github_url,
-            github_ref=s.github_ref,
-            commit_ref=s.commit_ref,
             step_refs=set(deps[s.name]),
             code=code,
             warn=warn,
-            apt=s.apt,
-            pip=s.pip,
-            framework=s.framework,
-            docker_image=s.docker_image,
         )
-        specs.append(PipelineStep(name=s.name, spec=spec, depends_on=deps[s.name]))
-    return await _start(c, PipelineInput(pipeline_id=0, name=name, steps=specs), request_id)
+        step_specs.append(PipelineStep(name=s.name, spec=spec, depends_on=deps[s.name]))
+    return await _start(c, PipelineInput(pipeline_id=0, name=name, steps=step_specs), request_id)
 
 
-async def _start(c: Any, inp: PipelineInput, request_id: str) -> AsyncPipeline:
+async def _start(c: Connection, inp: PipelineInput, request_id: str) -> AsyncPipeline:
     client = await c.client()
-    await c.ensure_pool()
+    await ensure_pool(c)
     pid = await allocate_pipeline_id(c, request_id)
     inp = inp.model_copy(
         update={
@@ -331,22 +302,22 @@ async def _start(c: Any, inp: PipelineInput, request_id: str) -> AsyncPipeline:
     return AsyncPipeline(c, pid)
 
 
-async def get_pipeline(c: Any, pipeline_id: int) -> AsyncPipeline:
+async def get_pipeline(c: Connection, pipeline_id: int) -> AsyncPipeline:
     p = AsyncPipeline(c, pipeline_id)
     await p.status()
     return p
 
 
-async def resume_pipeline(c: Any, pipeline_id: int) -> tuple[AsyncPipeline, list[str]]:
+async def resume_pipeline(c: Connection, pipeline_id: int) -> tuple[AsyncPipeline, list[str]]:
     """A new pipeline with P's steps that reruns only those that did not complete,
     reusing the runs (and so the outputs) of those that did. Returns it and the
     names of the steps reused."""
     old = AsyncPipeline(c, pipeline_id)
     st = await old.status()
     if st.state == PipelineState.RUNNING:
-        raise ConjureError(f"pipeline {pipeline_id} is still running")
+        raise ConflictError(f"pipeline {pipeline_id} is still running")
     if st.state == PipelineState.COMPLETE:
-        raise ConjureError(f"pipeline {pipeline_id} is complete: nothing to resume")
+        raise ConflictError(f"pipeline {pipeline_id} is complete: nothing to resume")
     definition = await old.definition()
     reuse = {
         s.name: s.run_id for s in st.steps if s.state == StepState.COMPLETE and s.run_id is not None

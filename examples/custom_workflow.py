@@ -83,7 +83,7 @@ class Sweep:
 async def main() -> None:
     from temporalio.worker import Worker
 
-    from conjure.cli.api import AsyncConjure
+    from conjure import AsyncConjure
 
     c = AsyncConjure()
     client = await c.client()

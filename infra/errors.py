@@ -1,4 +1,8 @@
-"""Errors a user can cause or fix. The CLI prints them as one line, never a traceback."""
+"""Errors a user can cause or fix: one hierarchy for the Python API and the `conjure` command.
+
+The API raises these and knows no terminal; the command prints any of them as one line
+(never a traceback) and exits with its `exit_code` (cli/main.py, in one place).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,23 @@ class UsageError(ConjureError):
     """A malformed flag or argument: exit code 2, and nothing was started."""
 
     exit_code = 2
+
+
+class NotFoundError(ConjureError):
+    """A run, pipeline, machine or resource that does not exist."""
+
+
+class ConflictError(ConjureError):
+    """It exists, but its state refuses the request: a run that already ended, a pipeline
+    still running, an upload name already taken."""
+
+
+class UnreachableError(ConjureError):
+    """A server Conjure needs does not answer: Temporal, the Docker engine."""
+
+
+class ConfigError(ConjureError):
+    """Conjure's own configuration (config.toml, a catalog) is invalid."""
 
 
 class RunFailedError(ConjureError):

@@ -19,9 +19,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from temporalio.service import RPCError, RPCStatusCode
 
-from conjure.cli.api import AsyncConjure
 from conjure.cli.console import jsonapi, openapi
 from conjure.cli.console.security import Guard
+from conjure.cli.facade import AsyncConjure
 from conjure.infra.config import Settings, get_settings
 from conjure.infra.console_token import is_loopback
 from conjure.infra.errors import ConjureError, UsageError

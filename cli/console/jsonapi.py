@@ -1,4 +1,4 @@
-"""The console's JSON API under /api/: a thin view over the Python API (cli/api.py,
+"""The console's JSON API under /api/: a thin view over the Python API (cli/facade.py,
 cli/listing.py, cli/pipelines.py), one endpoint per thing a page shows or does.
 
 Every endpoint is declared once in ENDPOINTS, from which both the routes and the
@@ -20,7 +20,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from conjure.cli import listing, resources
-from conjure.cli.api import AsyncConjure, AsyncRun
 from conjure.cli.console import downloads
 from conjure.cli.console.models import (
     ActionResult,
@@ -43,6 +42,8 @@ from conjure.cli.console.models import (
     RunRow,
     RunsPage,
 )
+from conjure.cli.facade import AsyncConjure
+from conjure.cli.runs import AsyncRun
 from conjure.infra.errors import ConjureError, UsageError
 from conjure.infra.metrics import Point
 from conjure.workflows import cost as costs

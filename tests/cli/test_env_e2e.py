@@ -22,7 +22,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from conjure.cli.api import AsyncConjure
+from conjure import AsyncConjure
 from conjure.infra.config import Settings, get_settings
 from tests.cli.test_run_e2e import run_id_of, status
 from tests.conftest import conjure, free_port

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import docker
 
-from conjure.cli.api import AsyncConjure
+from conjure import AsyncConjure
 from conjure.infra.config import Settings
 from conjure.infra.logs import LogReader
 from conjure.infra.store import open_store

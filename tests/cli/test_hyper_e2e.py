@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from conjure.cli.api import Conjure
+from conjure import Conjure
 from conjure.cli.console.app import create_app
 from conjure.infra.config import Settings
 from conjure.workflows.hyper_models import HyperState

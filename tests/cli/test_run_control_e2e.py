@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from conjure.cli.api import AsyncConjure, AsyncRun
+from conjure import AsyncConjure, AsyncRun
 from conjure.infra.config import Settings, get_settings
 from conjure.infra.providers import local
 from conjure.infra.providers.local import MACHINE_LABEL

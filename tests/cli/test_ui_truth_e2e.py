@@ -14,8 +14,8 @@ from pathlib import Path
 import docker
 from temporalio.client import WorkflowExecutionStatus
 
+from conjure import AsyncConjure, AsyncRun
 from conjure.activities.machine import RUN_LABEL
-from conjure.cli.api import AsyncConjure, AsyncRun
 from conjure.infra.config import Settings, get_settings
 from conjure.workflows import keys
 from conjure.workflows.models import RunState

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conjure.cli.api import AsyncConjure, AsyncRun
+from conjure import AsyncConjure, AsyncRun
 from conjure.cli.liveness import recent_pollers
 from conjure.infra import stack
 from conjure.infra.config import Settings, get_settings

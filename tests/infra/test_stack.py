@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conjure.cli.api import AsyncConjure
+from conjure import AsyncConjure
 from conjure.infra.config import Settings
 from conjure.infra.providers import local
 from conjure.workflows.models import CodeSpec, RunSpec

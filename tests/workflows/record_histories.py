@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from conjure.cli.api import AsyncConjure
+from conjure import AsyncConjure
 from conjure.cli.pipelines import Step, run_pipeline
 from conjure.workflows import keys
 from conjure.workflows.stop_conditions import child_workflow_id

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conjure.cli.api import AsyncConjure, Conjure
-from conjure.cli.pipelines import Step, check_graph, load_yaml
+from conjure import AsyncConjure, Conjure, Step
+from conjure.cli.pipelines import check_graph, load_yaml
 from conjure.infra.config import Settings
-from conjure.infra.errors import UsageError
+from conjure.infra.errors import NotFoundError, UsageError
 from conjure.infra.secrets import REDACTED
 from conjure.infra.store import open_store
 from conjure.workflows.models import RunState
@@ -185,16 +185,15 @@ async def test_python_api_sync_and_async(conjure_stack: Settings, tmp_path: Path
     same = await a.get(run.id)
     assert (await same.wait()).run_id == run.id
     assert [ln.text async for ln in same.logs()] == ["hello"]
-    with pytest.raises(Exception, match="does not exist"):
+    with pytest.raises(NotFoundError, match="does not exist"):
         await a.get(999999)
 
 
 def test_custom_workflow_example(conjure_stack: Settings, tmp_path: Path) -> None:
-    example = Path(__file__).parents[2] / "examples" / "custom_workflow.py"
+    example = Path(__file__).resolve().parents[2] / "examples" / "custom_workflow.py"
     proc = subprocess.run(
-        [sys.executable, str(example)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**__import__("os").environ, "PYTHONPATH": str(example.parent.parent)},
-    )  # fmt: skip
+        [sys.executable, str(example)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 2 and all(line.endswith("Complete") for line in lines), proc.stdout

@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from conjure.cli.api import AsyncConjure
+from conjure import AsyncConjure
 from conjure.infra import stack
 from conjure.infra.config import Settings, get_settings
 from conjure.infra.providers import local

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conjure.cli.control import sparkline
+from conjure.cli.commands.runs import sparkline
 from conjure.infra.metrics import (
     MetricsPump,
     cpu_percent,

@@ -20,7 +20,7 @@ import boto3
 import pytest
 import tomli_w
 
-from conjure.cli.api import AsyncConjure
+from conjure import AsyncConjure
 from conjure.infra.config import Settings
 from conjure.infra.providers import ssh
 from conjure.workflows.models import RunState

@@ -11,18 +11,10 @@ from typing import Any
 
 import click
 
-from conjure.cli.env_cmds import env_options
+from conjure.cli.commands.common import aio, api, info, say_started, warn
+from conjure.cli.commands.flags import FLAGS, run_flags, run_kwargs
 from conjure.cli.hyper import AsyncHyper, run_state_final, start_hyper
-from conjure.cli.pipeline_cmd import aio, info  # the CLI's shared helpers (cli/ is being split)
-from conjure.infra.config import get_settings
 from conjure.workflows.hyper_models import AGGS, HyperState, HyperStatus
-
-
-def _api() -> Any:
-    from conjure.cli.api import AsyncConjure
-
-    return AsyncConjure(get_settings())
-
 
 # --- the table ---------------------------------------------------------------------------
 
@@ -118,35 +110,34 @@ def search_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Runs at once (default: the pool's max_concurrent_runs; 0: no limit)."),
         click.option("-b", "--background", is_flag=True,
                      help="Print the search's id and return at once."),
-        # Run flags. TODO(run flags): replace these with the one shared definition of the
-        # run flags (cli/, issue 11) when it lands, so every `conjure run` flag works here.
-        click.option("-t", "--machine-type", help="Machine type of every run."),
-        click.option("-m", "--mount", "mounts", multiple=True, metavar="SRC[:DEST]",
-                     help="Mount a resource in every run."),
-        click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE",
-                     help="Set a variable in every run."),
-        click.option("--stop-condition", "stop_conditions", multiple=True,
-                     metavar='"NAME OP VALUE[ : K]"', help="Stop a run early (as `conjure run`)."),
-        env_options,
     ]  # fmt: skip
     for opt in reversed(opts):
         fn = opt(fn)
-    return fn
+    return run_flags(*SEARCH_RUN_FLAGS, help=SEARCH_RUN_HELP)(fn)
+
+
+# Every run of a search gets the flags of `conjure run` (the search has its own -b).
+SEARCH_RUN_FLAGS = tuple(n for n in FLAGS if n not in ("background", "force"))
+SEARCH_RUN_HELP = {
+    "machine_type": "Machine type of every run.",
+    "mounts": "Mount a resource in every run.",
+    "env": "Set a variable in every run.",
+    "stop_conditions": "Stop a run early (as `conjure run`).",
+}
 
 
 async def _start(kind: str, command: tuple[str, ...], num_runs: int, seed: int | None,
                  **kw: Any) -> None:  # fmt: skip
-    from conjure.cli.main import _parse_env, _say_started
-
-    c = _api()
+    c = api()
     background = kw.pop("background")
-    env = _parse_env(kw.pop("env"))
-    c.machine_type(kw.get("machine_type"))  # unknown type: exit 2 before anything starts
+    search = {k: kw[k] for k in ("metric", "metric_agg", "goal", "parallel")}
+    run_args = run_kwargs(kw)
+    c.machine_type(run_args.get("machine_type"))  # unknown type: exit 2 before anything starts
     h = await start_hyper(
-        c, kind, " ".join(command), list(kw.pop("params")), num_runs=num_runs, seed=seed,
-        env=env, warn=lambda w: info(f"⚠️  {w}"), **kw,
+        c, kind, " ".join(command), list(kw["params"]), num_runs=num_runs, seed=seed,
+        warn=warn, **search, **run_args,
     )  # fmt: skip
-    _say_started(c)
+    say_started(c)
     st = await h.status(live=False)
     info(f"💫 Hyperparameter search #{h.id}: {st.planned} runs ({kind})")
     if background:
@@ -207,7 +198,7 @@ async def hyper_bayes(command: tuple[str, ...], num_runs: int, seed: int | None,
 @aio
 async def hyper_status(hyper_id: int, as_json: bool) -> None:
     """Show search HYPER_ID: its runs, their values and metric, best first."""
-    st = await AsyncHyper(_api(), hyper_id).status()
+    st = await AsyncHyper(api(), hyper_id).status()
     if as_json:
         data = st.model_dump(mode="json")
         data["ranked"] = [r.model_dump(mode="json") for r in st.ranked()]
@@ -221,5 +212,8 @@ async def hyper_status(hyper_id: int, as_json: bool) -> None:
 @aio
 async def hyper_stop(hyper_id: int) -> None:
     """Stop search HYPER_ID: its running runs are stopped, no new run starts."""
-    await AsyncHyper(_api(), hyper_id).stop()
+    await AsyncHyper(api(), hyper_id).stop()
     info(f"stopping hyperparameter search {hyper_id}")
+
+
+COMMANDS = [hyper]

@@ -6,8 +6,6 @@ from typing import Any
 
 import click
 
-from conjure.infra.config import get_settings
-
 
 @click.command()
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (setting console_port, 8234).")
@@ -22,6 +20,7 @@ def console(port: int | None, bind: str | None, token: str | None) -> None:
     `conjure up` starts it in the background on http://127.0.0.1:8234.
     """
     from conjure.cli.console.server import serve
+    from conjure.infra.config import get_settings
 
     settings = get_settings()
     update: dict[str, Any] = {}
@@ -38,3 +37,6 @@ def console(port: int | None, bind: str | None, token: str | None) -> None:
     if update:
         settings = settings.model_copy(update=update)
     serve(settings, lambda msg: click.echo(msg, err=True))
+
+
+COMMANDS = [console]
