@@ -42,7 +42,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel
 
 from conjure.infra.config import Settings, SSHHost
-from conjure.infra.processes import pid_alive, stop_pid
+from conjure.infra.processes import pid_alive, spawn, stop_pid
 from conjure.infra.providers.base import Instance, ProviderError, require
 
 PROVIDER = "ssh"
@@ -586,13 +586,11 @@ def start_agent_script(h: SSHHost, machine_id: str, env: dict[str, str]) -> str:
 
 
 def _start_tunnel(settings: Settings, h: SSHHost, machine_id: str) -> int:
-    from conjure.infra.stack import spawn_detached
-
     tunnel_status_path(settings, h.key).unlink(missing_ok=True)
-    return spawn_detached(
-        settings,
+    return spawn(
         [sys.executable, "-m", "conjure.infra.providers.ssh_tunnel", h.key, machine_id],
         _dir(settings) / "tunnels" / f"{h.key}.log",
+        settings.child_env(),
     )
 
 
