@@ -198,7 +198,7 @@ def test_logs_follow_live_run(conjure_stack: Settings, tmp_path: Path) -> None:
 
 def test_ctrl_c_detaches_without_stopping(conjure_stack: Settings, tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [CONJURE, "run", "sleep 3; echo finished > done.txt"], cwd=tmp_path,
+        [CONJURE, "run", "sleep 8; echo finished > done.txt"], cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stderr is not None
