@@ -642,6 +642,10 @@ class MachineActivities(MachineActivityDefs):
         for attempt in range(5):
             try:
                 self._follow_once(container_id, stream, last, writer)
+                # The engine may end a followed stream before it sends the last line
+                # when that line has no newline (seen with Docker 20.10, one time in
+                # two): read once more, unfollowed, what came after the last line stored.
+                self._follow_once(container_id, stream, last, writer, follow=False)
                 return
             except Exception as e:
                 logging.warning("reading the %s log of %s failed (%s): again", stream,
@@ -650,7 +654,12 @@ class MachineActivities(MachineActivityDefs):
         writer.note("[conjure] reading the container's output failed; lines may be missing")
 
     def _follow_once(
-        self, container_id: str, stream: str, last: list[int], writer: LogWriter
+        self,
+        container_id: str,
+        stream: str,
+        last: list[int],
+        writer: LogWriter,
+        follow: bool = True,
     ) -> None:
         kwargs: dict[str, object] = {}
         if last[0]:
@@ -660,7 +669,7 @@ class MachineActivities(MachineActivityDefs):
             stdout=stream == "o",
             stderr=stream == "e",
             stream=True,
-            follow=True,
+            follow=follow,
             timestamps=True,
             **kwargs,
         )
