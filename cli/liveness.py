@@ -9,6 +9,7 @@ when that passes, the task queue's pollers decide: none seen lately means no wor
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -60,7 +61,19 @@ def _no_poller(e: RPCError) -> bool:
 
 
 def _timed_out(e: RPCError) -> bool:
+    """A deadline that passed, not a cancellation of ours: an RPC in flight when this
+    task is cancelled (^C while `conjure run` follows a run) ends as CANCELLED too, and
+    that one must stay a cancellation."""
+    if e.status == RPCStatusCode.CANCELLED:
+        _raise_if_cancelling()
     return e.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+
+
+def _raise_if_cancelling() -> None:
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    if cancelling is not None and cancelling() > 0:
+        raise asyncio.CancelledError
 
 
 async def query_with_liveness(
@@ -82,7 +95,9 @@ async def query_with_liveness(
             raise
     try:
         alive = await recent_pollers(client, task_queue)
-    except RPCError:
+    except RPCError as e:
+        if e.status == RPCStatusCode.CANCELLED:
+            _raise_if_cancelling()
         alive = 0
     if not alive:
         raise no_worker
@@ -105,5 +120,7 @@ async def query_or_none(
     can go without it, such as queue places in `conjure ls`)."""
     try:
         return await ask(QUICK)
-    except RPCError:
+    except RPCError as e:
+        if e.status == RPCStatusCode.CANCELLED:
+            _raise_if_cancelling()
         return None
