@@ -13,9 +13,8 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from conjure.infra.config import Settings
+from conjure.activities.store_backed import StoreBacked
 from conjure.infra.metrics import read_metrics
-from conjure.infra.store import Store, open_store
 from conjure.workflows.activity_defs import HyperActivityDefs
 from conjure.workflows.hyper_models import (
     HyperMetricInput,
@@ -28,17 +27,7 @@ from conjure.workflows.hyper_models import (
 )
 
 
-class HyperActivities(HyperActivityDefs):
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
-        self.settings = settings
-        self._store = store
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = open_store(self.settings.store, self.settings)
-        return self._store
-
+class HyperActivities(StoreBacked, HyperActivityDefs):
     @activity.defn(name="hyper_metric")
     def hyper_metric(self, inp: HyperMetricInput) -> HyperMetricResult:
         points = read_metrics(self.store, inp.run_id).get(inp.metric, [])
