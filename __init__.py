@@ -40,6 +40,7 @@ _EXPORTS = {
     "UnreachableError": "conjure.infra.errors",
     "ConfigError": "conjure.infra.errors",
     "RunFailedError": "conjure.infra.errors",
+    "exit_process": "conjure.infra.processes",
 }
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from conjure.infra.errors import RunFailedError as RunFailedError
     from conjure.infra.errors import UnreachableError as UnreachableError
     from conjure.infra.errors import UsageError as UsageError
+    from conjure.infra.processes import exit_process as exit_process
     from conjure.workflows.models import RunState as RunState
     from conjure.workflows.models import RunStatus as RunStatus
 

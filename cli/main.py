@@ -4,7 +4,6 @@ and the one place where errors become a one-line message and an exit code."""
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
@@ -23,6 +22,7 @@ from conjure.cli.commands import (
 from conjure.cli.commands.common import Session, info
 from conjure.cli.wording import error_message
 from conjure.infra.errors import ConjureError
+from conjure.infra.processes import exit_process
 from conjure.worker_agent.commands import agent, worker
 
 
@@ -43,15 +43,7 @@ cli.add_command(agent)
 
 
 def main() -> None:
-    code = _main()
-    # The Temporal client's Rust threads can crash CPython's finalisation (a known
-    # issue of the SDK's bridge): flush and leave without interpreter teardown.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(code)
+    exit_process(_main())
 
 
 def _main() -> int:

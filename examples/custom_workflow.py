@@ -107,4 +107,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    from conjure import exit_process
+
     asyncio.run(main())
+    exit_process(0)  # skips interpreter teardown, which the SDK's Rust threads can abort

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 
 def process_command(*args: str) -> list[str]:
@@ -73,3 +74,17 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def exit_process(code: int = 0) -> NoReturn:
+    """End this process now with `code`: flush stdout and stderr, then leave without
+    CPython's teardown. The Temporal SDK's Rust threads can abort a finalising interpreter
+    ("PyGILState_Release: thread state ... must be current", temporalio/sdk-python#300),
+    which turns a finished script into a SIGABRT; the `conjure` command and scripts using
+    the Python API end with this instead."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)

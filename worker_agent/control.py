@@ -38,6 +38,9 @@ WORKFLOWS = [
 ]
 
 
+CONTROL_THREADS = 16
+
+
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
     return Worker(
         client,
@@ -48,6 +51,10 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         + HyperActivities(settings).all()
         + SecretActivities(settings).all(),
         activity_executor=executor,
+        # No more activity tasks than threads to run them: a task accepted beyond that
+        # would wait in the executor's queue, its timeouts running, instead of on the
+        # server where another control worker could take it.
+        max_concurrent_activities=CONTROL_THREADS,
     )
 
 
@@ -58,7 +65,7 @@ async def run_control_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    with ThreadPoolExecutor(max_workers=16) as executor:
+    with ThreadPoolExecutor(max_workers=CONTROL_THREADS) as executor:
         worker = build_worker(client, settings, executor)
         async with worker:
             # This worker's settings reach the running pool (or start it).
