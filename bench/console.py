@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,17 +34,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from common import free_port, wait_for_starts
+
 CONJURE = str(Path(sys.executable).parent / "conjure")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def populate(address: str, runs: int) -> float:
-    from temporalio.client import Client
     from temporalio.common import (
         SearchAttributePair,
         TypedSearchAttributes,
@@ -55,19 +49,7 @@ async def populate(address: str, runs: int) -> float:
 
     from conjure.workflows import keys
 
-    deadline = time.monotonic() + 60
-    while True:  # the port answers before the namespace exists
-        try:
-            client = await Client.connect(address)
-            await client.start_workflow(
-                "Probe", id="ready", task_queue="nobody-polls",
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            )  # fmt: skip
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.3)
+    client = await wait_for_starts(address)
     states = ["Complete", "Complete", "Complete", "Failed", "Stopped", "Killed"]
     t0 = time.monotonic()
     sem = asyncio.Semaphore(48)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,14 +20,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from common import free_port
+
 CONJURE = str(Path(sys.executable).parent / "conjure")
 FLAGS = ["--pip", "six==1.16.0", "--apt", "jq"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def conjure(*args: str, cwd: str) -> subprocess.CompletedProcess[str]:

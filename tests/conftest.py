@@ -8,12 +8,15 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import docker
 import pytest
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
 
 from conjure.infra import stack
 from conjure.infra.config import Settings, get_settings
@@ -26,6 +29,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def wait_for_starts(address: str, timeout: float = 60) -> Client:
+    """A client of the dev server at `address` once it takes workflow starts: its port
+    answers before its namespace exists. The probe workflow is never run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client = await Client.connect(address)
+            await client.start_workflow(
+                "Probe", id="ready", task_queue="nobody-polls",
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )  # fmt: skip
+            return client
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
 
 
 def stack_env(home: Path, **extra: str) -> dict[str, str]:

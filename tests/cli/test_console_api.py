@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import tarfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ from temporalio.client import Client
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
 )
 
 from conjure.cli import listing
@@ -37,7 +35,7 @@ from conjure.infra.console_token import resolve_token
 from conjure.infra.errors import UsageError
 from conjure.infra.store import open_store
 from conjure.workflows import keys
-from tests.conftest import conjure, free_port
+from tests.conftest import conjure, free_port, wait_for_starts
 
 STATES = ["Complete", "Failed", "Running", "Stopped"]
 N_RUNS = 130
@@ -69,19 +67,7 @@ def visibility(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 
 async def _populate(settings: Settings) -> None:
-    deadline = time.monotonic() + 60
-    while True:  # the port answers before the namespace exists
-        try:
-            client = await Client.connect(settings.address)
-            await client.start_workflow(
-                "Probe", id="ready", task_queue="nobody-polls",
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            )  # fmt: skip
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.3)
+    client = await wait_for_starts(settings.address)
     queue = f"nobody-{uuid.uuid4().hex}"
     for i in range(1, N_RUNS + 1):
         state = "Requested" if i <= 3 else STATES[i % len(STATES)]
