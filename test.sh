@@ -71,7 +71,7 @@ MYPYPATH=.venv/typecheck .venv/bin/mypy -p conjure
 
 echo "==> pytest"
 rc=0
-.venv/bin/python -m pytest -q -rs "$@" || rc=$?
+.venv/bin/python -m pytest -q -rs --durations=15 "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "test.sh: error: pytest collected no tests" >&2
   exit 1
