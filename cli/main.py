@@ -3,43 +3,56 @@ and the one place where errors become a one-line message and an exit code."""
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import click
 
-from conjure.cli.commands import (
-    console,
-    control,
-    environments,
-    hyper,
-    machines,
-    pipeline,
-    resources,
-    run,
-    runs,
-    stack,
-)
 from conjure.cli.commands.common import Session, info
 from conjure.cli.wording import error_message
 from conjure.infra.errors import ConjureError
 from conjure.infra.processes import exit_process
-from conjure.worker_agent.commands import agent, worker
+
+_COMMANDS = "conjure.cli.commands."
+# Each subcommand and where it lives: a command's module is imported only when that
+# command runs (or `conjure --help` lists it), so `conjure run` loads no console, hyper
+# or pipeline code. tests/cli/test_cli_imports.py checks this table against COMMANDS.
+LAZY_COMMANDS: dict[str, str] = {
+    **dict.fromkeys(["up", "down"], _COMMANDS + "stack"),
+    **dict.fromkeys(["run", "rerun"], _COMMANDS + "run"),
+    **dict.fromkeys(["ls", "status", "logs", "diff", "metrics"], _COMMANDS + "runs"),
+    **dict.fromkeys(["stop", "kill"], _COMMANDS + "control"),
+    **dict.fromkeys(["upload", "cp", "rm"], _COMMANDS + "resources"),
+    "pipeline": _COMMANDS + "pipeline",
+    "hyper": _COMMANDS + "hyper",
+    **dict.fromkeys(["machine-types", "machines"], _COMMANDS + "machines"),
+    **dict.fromkeys(["frameworks", "images"], _COMMANDS + "environments"),
+    "console": _COMMANDS + "console",
+    # `conjure worker` and `conjure agent`: the processes' own commands (one parser, theirs).
+    **dict.fromkeys(["worker", "agent"], "conjure.worker_agent.commands"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use, by name (click's lazy
+    loading pattern): each module lists its commands in COMMANDS."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in LAZY_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module = importlib.import_module(LAZY_COMMANDS[cmd_name])
+        for command in module.COMMANDS:
+            self.add_command(command)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="conjure")
 def cli() -> None:
     """Conjure: run jobs on machines it provisions, as durable Temporal workflows."""
-
-
-for _module in (
-    stack, run, runs, control, resources, pipeline, hyper, machines, environments, console,
-):  # fmt: skip
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
-# `conjure worker` and `conjure agent`: the processes' own commands (one parser, theirs).
-cli.add_command(worker)
-cli.add_command(agent)
 
 
 def main() -> None:

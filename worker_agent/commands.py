@@ -14,8 +14,6 @@ import logging
 
 import click
 
-from conjure.infra.config import get_settings
-
 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -24,6 +22,7 @@ def _logging() -> None:
 @click.command()
 def worker() -> None:
     """Run a control worker in the foreground (workflows and provider activities)."""
+    from conjure.infra.config import get_settings
     from conjure.worker_agent.control import run_control_worker
 
     _logging()
@@ -34,6 +33,7 @@ def worker() -> None:
 @click.option("--machine-id", required=True, help="This machine's id in the pool.")
 def agent(machine_id: str) -> None:
     """Run a machine's worker agent in the foreground."""
+    from conjure.infra.config import get_settings
     from conjure.worker_agent.agent import run_agent
 
     _logging()
@@ -45,5 +45,6 @@ def main() -> None:
     """Conjure's processes: the control worker and the per-machine agent."""
 
 
-main.add_command(worker)
-main.add_command(agent)
+COMMANDS = [worker, agent]
+for _command in COMMANDS:
+    main.add_command(_command)

@@ -7,14 +7,20 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from conjure.cli.commands.common import aio, api, info, say_started, warn
 from conjure.cli.commands.flags import FLAGS, run_flags, run_kwargs
-from conjure.cli.hyper import AsyncHyper, run_state_final, start_hyper
-from conjure.workflows.hyper_models import AGGS, HyperState, HyperStatus
+
+if TYPE_CHECKING:
+    from conjure.cli.hyper import AsyncHyper
+    from conjure.workflows.hyper_models import HyperStatus
+
+# workflows/hyper_models.py's AGGS, spelled out so that `conjure --help` imports neither
+# pydantic nor Temporal (tests/cli/test_cli_imports.py keeps the two equal).
+METRIC_AGGS = ("max", "min", "last", "avg")
 
 # --- the table ---------------------------------------------------------------------------
 
@@ -41,6 +47,8 @@ def format_table(st: HyperStatus) -> str:
 
 
 def headline(st: HyperStatus) -> str:
+    from conjure.cli.hyper import run_state_final
+
     done = sum(1 for r in st.runs if run_state_final(r.state))
     reason = f" ({st.reason})" if st.reason else ""
     return (
@@ -61,6 +69,8 @@ def print_status(st: HyperStatus) -> None:
 async def follow(h: AsyncHyper) -> HyperStatus:
     """Until the search ends: a live table on a terminal; elsewhere one line per run
     whose state changes. Then the final table."""
+    from conjure.workflows.hyper_models import HyperState
+
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.live import Live
@@ -102,7 +112,7 @@ def search_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--metric", default="", metavar="NAME",
                      help="The metric that ranks the runs (as the runs log it)."),
         click.option("--metric-agg", default="last", show_default=True,
-                     type=click.Choice(AGGS), help="How a run's values make its one value."),
+                     type=click.Choice(METRIC_AGGS), help="How a run's values make its one value."),
         click.option("--goal", type=click.Choice(["max", "min"]),
                      help="Which end of the metric is best (default: min for --metric-agg "
                      "min, else max)."),
@@ -128,6 +138,9 @@ SEARCH_RUN_HELP = {
 
 async def _start(kind: str, command: tuple[str, ...], num_runs: int, seed: int | None,
                  **kw: Any) -> None:  # fmt: skip
+    from conjure.cli.hyper import start_hyper
+    from conjure.workflows.hyper_models import HyperState
+
     c = api()
     background = kw.pop("background")
     search = {k: kw[k] for k in ("metric", "metric_agg", "goal", "parallel")}
@@ -198,6 +211,8 @@ async def hyper_bayes(command: tuple[str, ...], num_runs: int, seed: int | None,
 @aio
 async def hyper_status(hyper_id: int, as_json: bool) -> None:
     """Show search HYPER_ID: its runs, their values and metric, best first."""
+    from conjure.cli.hyper import AsyncHyper
+
     st = await AsyncHyper(api(), hyper_id).status()
     if as_json:
         data = st.model_dump(mode="json")
@@ -212,6 +227,8 @@ async def hyper_status(hyper_id: int, as_json: bool) -> None:
 @aio
 async def hyper_stop(hyper_id: int) -> None:
     """Stop search HYPER_ID: its running runs are stopped, no new run starts."""
+    from conjure.cli.hyper import AsyncHyper
+
     await AsyncHyper(api(), hyper_id).stop()
     info(f"stopping hyperparameter search {hyper_id}")
 

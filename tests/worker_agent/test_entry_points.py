@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
+
 from conjure.cli.main import cli
 from conjure.infra.config import Settings
 from conjure.infra.processes import process_command
@@ -28,8 +30,9 @@ def _module(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_commands_are_the_processes_commands() -> None:
-    assert cli.commands["worker"] is commands.worker
-    assert cli.commands["agent"] is commands.agent
+    ctx = click.Context(cli)
+    assert cli.get_command(ctx, "worker") is commands.worker
+    assert cli.get_command(ctx, "agent") is commands.agent
 
 
 def test_module_entry_point_parses_like_the_cli() -> None:
