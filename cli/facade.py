@@ -14,16 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
-from conjure.cli import pipelines, resources, runs, specs
 from conjure.cli import pool as pools
+from conjure.cli import resources, runs, specs
 from conjure.cli.client import Connection
 from conjure.cli.listing import RunFilter, RunsPage, RunSummary
-from conjure.cli.pipelines import AsyncPipeline, Step
 from conjure.cli.runs import AsyncRun
 from conjure.cli.specs import RunArgs, Warn
-from conjure.infra.environment import Framework
 from conjure.infra.errors import UsageError
 from conjure.infra.store import Entry
 from conjure.workflows.models import (
@@ -35,6 +33,10 @@ from conjure.workflows.models import (
     TerminateMachineResult,
 )
 from conjure.workflows.stop_conditions import StopCondition
+
+if TYPE_CHECKING:  # pipelines are imported when used: `conjure run` does without them
+    from conjure.cli.pipelines import AsyncPipeline, Step
+    from conjure.infra.environment import Framework
 
 
 class AsyncConjure(Connection):
@@ -167,12 +169,18 @@ class AsyncConjure(Connection):
         warn: Warn | None = None,
     ) -> AsyncPipeline:
         """Start a pipeline of Steps (conjure.Step)."""
+        from conjure.cli import pipelines
+
         return await pipelines.run_pipeline(self, steps, name=name, cwd=cwd, warn=warn)
 
     async def get_pipeline(self, pipeline_id: int) -> AsyncPipeline:
+        from conjure.cli import pipelines
+
         return await pipelines.get_pipeline(self, pipeline_id)
 
     async def resume_pipeline(self, pipeline_id: int) -> tuple[AsyncPipeline, list[str]]:
+        from conjure.cli import pipelines
+
         return await pipelines.resume_pipeline(self, pipeline_id)
 
     # --- the pool --------------------------------------------------------------------

@@ -27,10 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-
+# yaml and packaging are imported where a conda file or a requirement is read, so a run
+# without either (and `conjure run`'s start-up) does without them.
 from conjure.infra.catalog import builtin_with_overrides
 from conjure.infra.errors import OptionError
 from conjure.workflows.models import EnvSpec
@@ -103,6 +101,8 @@ def parse_apt(value: str) -> str:
 
 def parse_pip(value: str, option: str = "pip", where: str = "") -> str:
     """A PEP 508 requirement such as `Pillow>=8.3.2`, in its normal form."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
     text = value.strip()
     if not text or not _printable(text) or text.startswith("-"):
         raise OptionError(option, f"{where}{_show(value)} is not a pip requirement")
@@ -239,6 +239,8 @@ def parse_requirements(text: str, source: str, option: str = "pip_req") -> list[
 
 def parse_conda(text: str, source: str, option: str = "conda_file") -> str:
     """A conda environment file, normalised: environment `conjure`, sorted keys."""
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -282,6 +284,8 @@ def parse_conda(text: str, source: str, option: str = "conda_file") -> str:
 
 
 def conda_channels(conda_text: str) -> list[str]:
+    import yaml
+
     data = yaml.safe_load(conda_text) or {}
     return list(data.get("channels") or ["conda-forge"])
 
@@ -325,6 +329,9 @@ print(json.dumps(out))
 
 def _venv_top_level(venv: Path) -> list[str]:
     """Packages of a virtual environment that no other package requires (as pip-chill)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
     python = venv / "bin" / "python"
     if not python.exists():
         raise OptionError("deps_from_env", f"{python} does not exist")
@@ -449,6 +456,9 @@ def build_env_spec(
     # --deps-from-env: overridden by explicit flags.
     env_pip: list[str] = []
     if local is not None:
+        from packaging.requirements import Requirement
+        from packaging.utils import canonicalize_name
+
         named = {canonicalize_name(Requirement(p).name) for p in explicit_pip}
         for line in req_lines:
             if not line.startswith("-") and not _URL.fullmatch(line.split()[0]):
