@@ -1,6 +1,6 @@
 """The control worker's reaper: runs whose workflow was terminated from outside.
 
-Every `reap_interval` seconds it reads the pool's view, and for each machine leased to
+Every `reap_interval` seconds it reads the pool's view (each shard's), and for each machine leased to
 a run workflow that is no longer running (terminated or timed out from the Temporal
 Web UI or CLI: a run that ends by itself releases its lease before it closes) it
 starts `RunReapWorkflow` (workflows/run_reap.py), which stops the run's container and
@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from conjure.workflows import keys
 from conjure.workflows.models import CancelLeaseRequest, Lease, MachineState, PoolView, RunState
 from conjure.workflows.pool import PoolWorkflow
+from conjure.workflows.pool_shards import shard_workflow_ids
 from conjure.workflows.run import RunWorkflow
 from conjure.workflows.run_reap import ReapInput, RunReapWorkflow, reap_workflow_id
 
@@ -114,13 +115,16 @@ async def reap_once(
     return reaped
 
 
-async def reap_forever(client: Client, task_queue: str, every: float, stop: asyncio.Event) -> None:
-    waiting: set[str] = set()
+async def reap_forever(
+    client: Client, task_queue: str, every: float, stop: asyncio.Event, shards: int = 1
+) -> None:
+    waiting = {pid: set[str]() for pid in shard_workflow_ids(shards)}
     while not stop.is_set():
-        try:
-            await reap_once(client, task_queue, waiting=waiting)
-        except Exception as e:  # the server is briefly unreachable: next round
-            log.warning("reaper pass failed: %s", e)
+        for pid, seen in waiting.items():  # each pool shard in turn
+            try:
+                await reap_once(client, task_queue, pid, waiting=seen)
+            except Exception as e:  # the server is briefly unreachable: next round
+                log.warning("reaper pass failed: %s", e)
         try:
             await asyncio.wait_for(stop.wait(), timeout=every)
         except asyncio.TimeoutError:

@@ -225,6 +225,8 @@ async def start_hyper(
         goal=goal,
         options=c.run_options(),
         pool_workflow_id=keys.POOL_WORKFLOW_ID,
+        pool_shards=c.settings.pool_shards,
+        pool_shard_key=c.settings.pool_shard_key,
         stop_conditions=conditions,
         seed=seed
         if seed is not None

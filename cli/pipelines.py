@@ -284,6 +284,8 @@ async def _start(c: Connection, inp: PipelineInput, request_id: str) -> AsyncPip
             "pipeline_id": pid,
             "options": c.run_options(),
             "pool_workflow_id": keys.POOL_WORKFLOW_ID,
+            "pool_shards": c.settings.pool_shards,
+            "pool_shard_key": c.settings.pool_shard_key,
         }
     )
     try:

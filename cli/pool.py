@@ -3,7 +3,9 @@ with their places in it), terminating a machine."""
 
 from __future__ import annotations
 
-from typing import overload
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, overload
 
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -22,6 +24,12 @@ from conjure.workflows.models import (
     TerminateMachineResult,
 )
 from conjure.workflows.pool import PoolWorkflow
+from conjure.workflows.pool_shards import (
+    machine_shard,
+    merge_views,
+    shard_workflow_id,
+    shard_workflow_ids,
+)
 
 
 async def ensure_pool(conn: Connection) -> None:
@@ -29,21 +37,48 @@ async def ensure_pool(conn: Connection) -> None:
     await configure_pool(await conn.client(), conn.settings, authoritative=False)
 
 
-async def pool_view(conn: Connection) -> PoolView:
+async def _shard_views(
+    conn: Connection, ask: Callable[[Any], Awaitable[PoolView | None]]
+) -> list[PoolView] | None:
+    """Shard 0's view, then the other shards' (as many as this client's settings or
+    shard 0 itself say there are); None when shard 0 gives none."""
     client = await conn.client()
+    first = await ask(client.get_workflow_handle(keys.POOL_WORKFLOW_ID))
+    if first is None:
+        return None
+    n = max(conn.settings.pool_shards, first.config.shards)
+    if n == 1:
+        return [first]
+    ids = shard_workflow_ids(n)[1:]
+    rest = await asyncio.gather(*(ask(client.get_workflow_handle(i)) for i in ids))
+    return [first, *(v for v in rest if v is not None)]
+
+
+async def pool_view(conn: Connection) -> PoolView:
+    """The pool's machines and queue, all shards together."""
     await ensure_pool(conn)
-    return await client.get_workflow_handle(keys.POOL_WORKFLOW_ID).query(PoolWorkflow.view)
+
+    async def ask(h: Any) -> PoolView:
+        return await h.query(PoolWorkflow.view)
+
+    views = await _shard_views(conn, ask)
+    assert views is not None
+    return merge_views(views)
 
 
 async def view_if_started(conn: Connection) -> PoolView | None:
     """The pool's machines and queue, or None when no pool has started (reads only)."""
-    handle = (await conn.client()).get_workflow_handle(keys.POOL_WORKFLOW_ID)
-    try:
-        return await handle.query(PoolWorkflow.view)
-    except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
+
+    async def ask(h: Any) -> PoolView | None:
+        try:
+            return await h.query(PoolWorkflow.view)
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+
+    views = await _shard_views(conn, ask)
+    return merge_views(views) if views else None
 
 
 @overload
@@ -53,13 +88,16 @@ async def queue_positions(conn: Connection, quick: bool) -> dict[str, int] | Non
 
 
 async def queue_positions(conn: Connection, quick: bool = False) -> dict[str, int] | None:
-    """Run workflow id -> place in the pool's queue (1 = next). quick: None when no
+    """Run workflow id -> place in its pool shard's queue (1 = next). quick: None when no
     control worker answers at once (never waits on a dead one)."""
-    pool = (await conn.client()).get_workflow_handle(keys.POOL_WORKFLOW_ID)
-    view = await query_or_none(lambda t: pool.query(PoolWorkflow.view, rpc_timeout=t))
-    if view is None:
+
+    async def ask(h: Any) -> PoolView | None:
+        return await query_or_none(lambda t: h.query(PoolWorkflow.view, rpc_timeout=t))
+
+    views = await _shard_views(conn, ask)
+    if views is None:
         return None if quick else {}
-    return {q.run_workflow_id: i for i, q in enumerate(view.queue, start=1)}
+    return {q.run_workflow_id: i for v in views for i, q in enumerate(v.queue, start=1)}
 
 
 async def runs_page(
@@ -84,7 +122,7 @@ async def terminate_machine(
     """End a machine: after its current run, or at once with force."""
     client = await conn.client()
     await ensure_pool(conn)
-    handle = client.get_workflow_handle(keys.POOL_WORKFLOW_ID)
+    handle = client.get_workflow_handle(shard_workflow_id(machine_shard(machine_id)))
     try:
         return await handle.execute_update(
             PoolWorkflow.terminate_machine,

@@ -22,6 +22,7 @@ from conjure.infra.metrics import Point, read_metrics
 from conjure.infra.store import Entry, StoreError
 from conjure.workflows import keys
 from conjure.workflows.models import RunInput, RunOptions, RunSpec, RunState, RunStatus
+from conjure.workflows.pool_shards import pool_for_run
 from conjure.workflows.run import RunWorkflow
 from conjure.workflows.run_outcome import shown_state, status_of
 from conjure.workflows.stop_conditions import StopCondition, StopRequest
@@ -240,6 +241,12 @@ async def start_run(
                 run_id=run_id,
                 spec=spec,
                 options=options or RunOptions(),
+                pool_workflow_id=pool_for_run(
+                    run_id,
+                    spec.machine_type.name,
+                    conn.settings.pool_shards,
+                    conn.settings.pool_shard_key,
+                ),
                 stop_conditions=list(stop_conditions),
             ),
             id=keys.run_workflow_id(run_id),

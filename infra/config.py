@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -86,7 +86,12 @@ class Settings(BaseSettings):
     provider: str = "local"
     default_machine_type: str = "cpu"
     idle_timeout_seconds: float = 300.0
-    max_concurrent_runs: int = 0  # 0: no limit
+    max_concurrent_runs: int = 0  # 0: no limit (split over pool shards)
+    # The pool as this many entity workflows (shard 0 keeps the id `conjure-pool`); a
+    # run leases from shard `run_id mod N` ("run") or by a hash of its machine type
+    # ("machine_type"). Set it alike for the control worker and every client.
+    pool_shards: int = Field(default=1, ge=1, le=256)
+    pool_shard_key: Literal["run", "machine_type"] = "run"
     machine_ready_timeout_seconds: float = 120.0  # local; a cloud default is 900 (boot+install)
     machine_health_seconds: float = 30.0  # how often the pool asks the provider about machines
     max_machines: dict[str, int] = Field(default_factory=dict)  # machine type -> cap

@@ -8,14 +8,16 @@ resets the cluster's limits. The pool ignores a `configure` that changes nothing
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from conjure.infra.config import Settings
-from conjure.workflows import keys
+from conjure.infra.errors import ConjureError
 from conjure.workflows.models import PoolConfig, PoolConfigure, PoolInput
+from conjure.workflows.pool_shards import check_shards, shard_config, shard_workflow_id
 
 CLOUD_READY_TIMEOUT = 900.0  # a cloud machine boots, installs Docker and the agent
 
@@ -70,26 +72,38 @@ def explicit_fields(settings: Settings) -> list[str]:
 
 
 async def configure_pool(client: Client, settings: Settings, *, authoritative: bool) -> None:
-    """Start the pool if it is not running, and send it this process's settings.
+    """Start the pool (each of its shards) if it is not running, and send it this
+    process's settings (each shard its share of the limits).
 
     authoritative: every pool setting (the control worker); otherwise only the
     explicit ones, and nothing at all when there are none.
     """
     config = pool_config(settings)
+    shards, key = settings.pool_shards, settings.pool_shard_key
+    try:
+        check_shards(config, shards, key)
+    except ValueError as e:
+        raise ConjureError(str(e)) from None
     fields = list(PoolConfig.model_fields) if authoritative else explicit_fields(settings)
+    if fields and shards > 1:
+        fields = sorted({*fields, "shard", "shards", "shard_key"})
     from conjure.workflows.pool import PoolWorkflow
 
-    kwargs: dict[str, Any] = {}
-    if fields:
-        kwargs = {
-            "start_signal": "configure",
-            "start_signal_args": [PoolConfigure(config=config, fields=fields)],
-        }
-    await client.start_workflow(
-        PoolWorkflow.run,
-        PoolInput(config=config),
-        id=keys.POOL_WORKFLOW_ID,
-        task_queue=settings.control_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        **kwargs,
-    )
+    async def start(k: int) -> None:
+        cfg = shard_config(config, k, shards, key) if shards > 1 else config
+        kwargs: dict[str, Any] = {}
+        if fields:
+            kwargs = {
+                "start_signal": "configure",
+                "start_signal_args": [PoolConfigure(config=cfg, fields=fields)],
+            }
+        await client.start_workflow(
+            PoolWorkflow.run,
+            PoolInput(config=cfg),
+            id=shard_workflow_id(k),
+            task_queue=settings.control_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            **kwargs,
+        )
+
+    await asyncio.gather(*(start(k) for k in range(shards)))

@@ -77,7 +77,11 @@ async def run_control_worker(settings: Settings) -> None:
             if settings.reap_interval_seconds > 0:
                 reaper = asyncio.create_task(
                     reap_forever(
-                        client, settings.control_task_queue, settings.reap_interval_seconds, stop
+                        client,
+                        settings.control_task_queue,
+                        settings.reap_interval_seconds,
+                        stop,
+                        settings.pool_shards,
                     )
                 )
             await stop.wait()

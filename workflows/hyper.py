@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         substitute,
     )
     from conjure.workflows.models import AllocateInput, RunInput, RunState
+    from conjure.workflows.pool_shards import pool_for_run
     from conjure.workflows.run import RunWorkflow
 
 CONTROL_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
@@ -172,7 +173,13 @@ class HyperWorkflow:
                         run_id=alloc.run_id,
                         spec=spec,
                         options=inp.options,
-                        pool_workflow_id=inp.pool_workflow_id,
+                        pool_workflow_id=pool_for_run(
+                            alloc.run_id,
+                            spec.machine_type.name,
+                            inp.pool_shards,
+                            inp.pool_shard_key,
+                            inp.pool_workflow_id,
+                        ),
                         stop_conditions=inp.stop_conditions,
                     ),
                     id=keys.run_workflow_id(alloc.run_id),

@@ -73,6 +73,8 @@ class HyperInput(BaseModel):
     goal: str = "max"  # max | min: which end of the metric is best
     options: RunOptions = Field(default_factory=RunOptions)
     pool_workflow_id: str = "conjure-pool"
+    pool_shards: int = 1  # runs lease from their shard of it (workflows/pool_shards.py)
+    pool_shard_key: str = "run"
     stop_conditions: list[StopCondition] = Field(default_factory=list)
     seed: int = 0  # the random draws' or the bayes sampler's seed; 0: none given
 

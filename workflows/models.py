@@ -278,6 +278,11 @@ class PoolConfig(BaseModel):
     reconcile_interval_seconds: float = 60.0  # 0: no reconciler, no health checks
     agent_timeout_seconds: float = 60.0  # an idle agent silent this long is terminated
     other_providers: list[str] = Field(default_factory=list)  # named by machine types
+    # This pool's place among the pool shards (workflows/pool_shards.py); limits above
+    # are this shard's shares.
+    shard: int = 0
+    shards: int = 1
+    shard_key: str = "run"
 
 
 class PoolState(BaseModel):

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         StepStatus,
         step_ref,
     )
+    from conjure.workflows.pool_shards import pool_for_run
     from conjure.workflows.run import RunWorkflow
 
 
@@ -144,7 +145,13 @@ class PipelineWorkflow:
                     run_id=run_id,
                     spec=spec,
                     options=self.inp.options,
-                    pool_workflow_id=self.inp.pool_workflow_id,
+                    pool_workflow_id=pool_for_run(
+                        run_id,
+                        spec.machine_type.name,
+                        self.inp.pool_shards,
+                        self.inp.pool_shard_key,
+                        self.inp.pool_workflow_id,
+                    ),
                 ),
                 id=keys.run_workflow_id(run_id),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,

@@ -59,6 +59,8 @@ class PipelineInput(BaseModel):
     steps: list[PipelineStep]
     options: RunOptions = Field(default_factory=RunOptions)
     pool_workflow_id: str = "conjure-pool"
+    pool_shards: int = 1  # runs lease from their shard of it (workflows/pool_shards.py)
+    pool_shard_key: str = "run"
     # Resume: step name -> the run that completed it in an earlier attempt.
     reuse: dict[str, int] = Field(default_factory=dict)
     resumed_from: int | None = None

@@ -1,4 +1,4 @@
-"""The machine pool: one entity workflow that owns every machine.
+"""The machine pool: an entity workflow that owns every machine (of its shard).
 
 Runs signal `request_lease`; the pool answers with a `lease_granted` (or
 `lease_failed`) signal to the run. Machines are provisioned through activities on
@@ -11,6 +11,9 @@ runs of other types). A reconciler (workflows/pool_reconcile.py) periodically
 terminates provider instances tagged as Conjure's that the pool does not know,
 and idle machines whose agent stopped answering. `configure` changes the config
 of the running pool; the `terminate_machine` update ends one machine.
+
+With `pool_shards` > 1 there is one such workflow per shard, each with its share of
+the limits (workflows/pool_shards.py); the default is one, with the old id.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         TerminateMachineRequest,
         TerminateMachineResult,
     )
+    from conjure.workflows.pool_shards import new_machine_id
     from conjure.workflows.run_inbox import RunInbox
 from conjure.workflows.pool_reconcile import ReconcilerMixin
 
@@ -216,7 +220,7 @@ class PoolWorkflow(ReconcilerMixin):
                 m.runs_served += 1
                 asyncio.create_task(self._grant(m, req, reused=True))
             else:
-                machine_id = f"{provider}-{workflow.uuid4().hex[:10]}"
+                machine_id = new_machine_id(provider, self.config.shard, workflow.uuid4().hex[:10])
                 m = Machine(
                     id=machine_id,
                     machine_type=req.machine_type.name,

