@@ -1,8 +1,10 @@
 """The machine pool on the real embedded stack (Temporal dev server, control worker,
-local machines, Docker): max_concurrent_runs with 50 runs, queue places in
-`conjure ls`/`status`, cost, `conjure machines terminate`, the reconciler against
-a real orphan and a real dead agent, and durable idle timers across a restart of
-the control worker and the Temporal server."""
+local machines, Docker), sharded in two (`pool_shards = 2`, so the limits are split
+and every view merges the shards; the single pool is what every other stack runs):
+max_concurrent_runs with 50 runs, queue places in `conjure ls`/`status`, cost,
+`conjure machines terminate`, the reconciler against a real orphan and a real dead
+agent, and durable idle timers across a restart of the control worker and the
+Temporal server."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from conjure.infra.temporal import make_client
 from conjure.workflows import keys
 from conjure.workflows.models import MachineState, PoolView
 from conjure.workflows.pool import PoolWorkflow
+from conjure.workflows.pool_shards import machine_shard, merge_views, shard_workflow_ids
 from tests.conftest import conjure, running_stack, stack_env
 
 PRICE = 3.6  # $/hour for `cpu` in this stack: a cent per 10 s
@@ -38,7 +41,8 @@ def pool_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     (home / "config.toml").write_text(f"[machine_types.cpu]\nprice_per_hour = {PRICE}\n")
     env = stack_env(
         home,
-        CONJURE_MAX_CONCURRENT_RUNS="3",
+        CONJURE_MAX_CONCURRENT_RUNS="4",  # 2 per shard
+        CONJURE_POOL_SHARDS="2",
         CONJURE_IDLE_TIMEOUT_SECONDS="600",
         CONJURE_RECONCILE_INTERVAL_SECONDS="2",
         CONJURE_AGENT_TIMEOUT_SECONDS="3",
@@ -48,9 +52,13 @@ def pool_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 
 async def view(settings: Settings) -> PoolView:
-    """The pool's view straight from Temporal (no `ensure_up`, which restarts agents)."""
+    """Both shards' views straight from Temporal (no `ensure_up`, which restarts agents)."""
     client = await make_client(settings)
-    return await client.get_workflow_handle(keys.POOL_WORKFLOW_ID).query(PoolWorkflow.view)
+    ids = shard_workflow_ids(settings.pool_shards)
+    assert ids == [keys.POOL_WORKFLOW_ID, f"{keys.POOL_WORKFLOW_ID}-1"]
+    views = [await client.get_workflow_handle(i).query(PoolWorkflow.view) for i in ids]
+    assert [v.config.max_concurrent_runs for v in views] == [2, 2]
+    return merge_views(views)
 
 
 def overlap(intervals: list[tuple[datetime, datetime]]) -> int:
@@ -62,7 +70,7 @@ def overlap(intervals: list[tuple[datetime, datetime]]) -> int:
     return most
 
 
-async def test_fifty_runs_never_more_than_three_at_once(
+async def test_fifty_runs_never_more_than_four_at_once_over_two_shards(
     pool_stack: Settings, tmp_path: Path
 ) -> None:
     c = AsyncConjure(pool_stack)
@@ -71,9 +79,13 @@ async def test_fifty_runs_never_more_than_three_at_once(
         runs.append(await c.run("sleep 0.2", cwd=tmp_path))
 
     # Places in the queue, as `conjure ls` and `conjure status` show them.
+    # Places in the queue, as `conjure ls` and `conjure status` show them: each run's
+    # place in its shard's queue (run id mod 2).
     ls = json.loads(conjure("ls", "--json", "-n", "60").out)
     places = sorted(r["queue_position"] for r in ls if r["queue_position"])
-    assert places and places == list(range(1, len(places) + 1)), ls
+    for k in (0, 1):
+        mine = sorted(r["queue_position"] for r in ls if r["queue_position"] and r["id"] % 2 == k)
+        assert mine and mine == list(range(1, len(mine) + 1)), ls
     last = runs[-1].id
     st = conjure("status", str(last), "--json")
     assert 1 <= json.loads(st.out)["queue_position"] <= max(places), st  # the queue moves on
@@ -92,7 +104,7 @@ async def test_fifty_runs_never_more_than_three_at_once(
             m for m in v.machines if m.run_workflow_id and m.state != MachineState.TERMINATING
         ]
         most_active = max(most_active, len(active))
-        assert len(active) <= 3, v
+        assert len(active) <= 4, v
         still = []
         for r in pending:
             s = await r.status()
@@ -103,17 +115,18 @@ async def test_fifty_runs_never_more_than_three_at_once(
         pending = still
         await asyncio.sleep(0.5)
     assert not pending, f"{len(pending)} runs unfinished"
-    assert most_active == 3
+    assert most_active == 4
     assert {s.state.value for s in statuses} == {"Complete"}
 
     spans = []
     for s in statuses:
         at = {ch.state.value: ch.at for ch in s.timeline}
         spans.append((at["Building"], at["Pushing"]))
-    assert overlap(spans) <= 3
+    assert overlap(spans) <= 4
 
     v = await view(pool_stack)
-    assert 1 <= len(v.machines) <= 3 and not v.queue
+    assert 2 <= len(v.machines) <= 4 and not v.queue
+    assert {machine_shard(m.id) for m in v.machines} == {0, 1}  # both shards served runs
     assert all(m.state == MachineState.IDLE for m in v.machines)
     assert sum(m.runs_served for m in v.machines) == 50
     assert sorted(r.machine_id for r in local.list_instances(pool_stack)) == sorted(
