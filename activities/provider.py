@@ -49,6 +49,7 @@ class ProviderActivities(ProviderActivityDefs):
             machine_id=inp.machine_id,
             task_queue=machine_task_queue(inp.machine_id),
             instance_id=rec.instance_id,
+            spot=rec.spot,
         )
 
     @activity.defn(name="terminate_machine")

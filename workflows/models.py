@@ -238,6 +238,7 @@ class Machine(BaseModel):
     images: list[str] = Field(default_factory=list)
     price_per_hour: float = 0.0
     terminate_after_run: bool = False  # `conjure machines terminate` while busy
+    spot: bool = False  # a spot/preemptible instance (as its provider reported it)
     ended: datetime | None = None  # when termination started
     reason: str = ""  # why it is terminating
 
@@ -255,6 +256,7 @@ class Lease(BaseModel):
     machine_type: str
     provider: str
     reused: bool
+    spot: bool = False  # the machine is a spot/preemptible instance
 
 
 class ReleaseRequest(BaseModel):
@@ -360,6 +362,7 @@ class ProvisionResult(BaseModel):
     machine_id: str
     task_queue: str
     instance_id: str = ""
+    spot: bool = False  # what the provider gave: a spot/preemptible instance
 
 
 class TerminateInput(BaseModel):

@@ -242,6 +242,13 @@ class PoolWorkflow(ReconcilerMixin):
             for m in self.state.machines.values()
             if m.state == MachineState.IDLE and m.machine_type == req.machine_type.name
         ]
+        if (
+            not req.machine_type.spot
+            and any(m.spot for m in idle)
+            and workflow.patched("pool-on-demand-not-spot")
+        ):
+            # Asked on demand (--spot-fallback): an idle spot machine of the type will not do.
+            idle = [m for m in idle if not m.spot]
         if not idle:
             return None
         # Prefer a machine that already holds the run's image, then the most recently used.
@@ -258,12 +265,13 @@ class PoolWorkflow(ReconcilerMixin):
     async def _provision(self, m: Machine, req: LeaseRequest) -> None:
         self._in_flight += 1
         try:
-            await workflow.execute_activity_method(
+            provisioned = await workflow.execute_activity_method(
                 ProviderActivityDefs.provision_machine,
                 ProvisionInput(machine_id=m.id, machine_type=req.machine_type, provider=m.provider),
                 start_to_close_timeout=timedelta(minutes=15),
                 retry_policy=PROVIDER_RETRY,
             )
+            m.spot = provisioned.spot
             info = await workflow.execute_activity_method(
                 MachineActivityDefs.machine_ready,
                 MachineReadyInput(machine_id=m.id),
@@ -313,6 +321,7 @@ class PoolWorkflow(ReconcilerMixin):
             machine_type=m.machine_type,
             provider=m.provider,
             reused=reused,
+            spot=m.spot,
         )
         if not await self._signal_run(req.run_workflow_id, RunInbox.lease_granted, lease):
             self._make_idle(m)

@@ -225,7 +225,7 @@ class RunWorkflow(RunInbox):
                 attempt=attempt,
                 machine_id=lease.machine_id,
                 machine_type=machine_type.name,
-                spot=machine_type.spot,
+                spot=lease.spot,  # the machine's, not the request's: spot only if it was
                 started=st.leased_at,
                 ended=st.released_at,
                 state=final.value,

@@ -20,6 +20,7 @@ from pathlib import Path
 from conjure.infra.config import Settings
 from conjure.infra.locks import file_lock
 from conjure.infra.processes import pid_alive, process_command, spawn, stop_pid
+from conjure.infra.providers.base import use_spot
 from conjure.workflows.models import Instance, MachineType
 
 MACHINE_LABEL = "org.conjure.machine"
@@ -121,6 +122,9 @@ def _provision(settings: Settings, machine_id: str, machine_type: MachineType) -
         machine_type=machine_type.name,
         instance_type=machine_type.name,
         state="running",
+        # As a cloud would launch it: spot where both `spot = true` and the type allow
+        # (its `reclaim` is what a cloud does to such a machine).
+        spot=use_spot(settings, machine_type),
     )
     _dir(settings, machine_id).mkdir(parents=True, exist_ok=True)
     _write(settings, rec)

@@ -46,8 +46,10 @@ with open("model.json", "w") as f:
 
 @pytest.fixture(scope="module")
 def resume_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    # spot = true: the local provider launches the catalog's spot types (`cpu`) as spot
+    # machines, as a cloud would, and `reclaim` is what a cloud does to them.
     env = stack_env(tmp_path_factory.mktemp("resume-home"), CONJURE_MACHINE_HEALTH_SECONDS="1",
-                    CONJURE_CHECKPOINT_SYNC_SECONDS="1")  # fmt: skip
+                    CONJURE_CHECKPOINT_SYNC_SECONDS="1", CONJURE_SPOT="true")  # fmt: skip
     with running_stack(env) as settings:
         yield settings
 
@@ -149,3 +151,45 @@ def test_attempts_run_out(resume_stack: Settings, tmp_path: Path) -> None:
     assert "attempt 2 of 2: no more attempts" in st["reason"], st
     assert [a["machine_id"] for a in st["attempts"]] == machines and machines[0] != machines[1]
     assert [a["state"] for a in st["attempts"]] == ["Interrupted", "Interrupted"]
+
+
+def test_spot_fallback_after_k_reclaims(resume_stack: Settings, tmp_path: Path) -> None:
+    """`--spot-fallback 2`: reclaimed twice on spot machines, the third attempt asks for
+    the type on demand, and gets a new on-demand machine even though an idle spot machine
+    of the same type is there to take."""
+    r = conjure("run", "--background", "--auto-resume=3", "--spot-fallback", "2",
+                "sleep 600", cwd=tmp_path)  # fmt: skip
+    assert r.code == 0, r
+    n = int(r.out)
+    machines = []
+    for attempt in (1, 2, 3):
+
+        def running(done: int = attempt - 1) -> bool:
+            st = status(n)
+            return st["state"] == "Running" and len(st["attempts"]) == done
+
+        assert wait_for(running), status(n)
+        machines.append(status(n)["machine_id"])
+        if attempt == 2:  # an idle spot machine of the type, for the third attempt to refuse
+            quick = conjure("run", "true", cwd=tmp_path)
+            assert quick.code == 0, quick
+        if attempt < 3:
+            local.reclaim(resume_stack, machines[-1])
+    third = local.describe(resume_stack, machines[2])
+    assert third is not None and not third.spot, third  # launched on demand
+    idle_spot = [
+        rec.machine_id
+        for rec in local.list_instances(resume_stack)
+        if rec.state == "running" and rec.spot and rec.machine_id not in machines
+    ]
+    assert idle_spot, "the quick run left no idle spot machine"
+    st = status(n)
+    assert [a["spot"] for a in st["attempts"]] == [True, True], st["attempts"]
+    assert len(set(machines)) == 3, machines
+    assert conjure("kill", str(n)).code == 0
+    assert wait_for(lambda: status(n)["state"] == "Killed"), status(n)
+    st = status(n)
+    assert [a["spot"] for a in st["attempts"]] == [True, True, False], st["attempts"]
+    assert [a["state"] for a in st["attempts"]] == ["Interrupted", "Interrupted", "Killed"]
+    human = conjure("status", str(n)).out
+    assert "on demand after 2 interruption(s)" in human, human
