@@ -14,6 +14,8 @@ import fcntl
 import json
 import logging
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -98,17 +100,25 @@ DRAIN_SECONDS = 600
 # `sh -c "…"` and not just the shell. $1 is the user's command. The shell running it
 # traps TERM/INT to exit with the status of the command it was waiting for, so a
 # stopped run records the program's own exit code (not the shell's 143) and the next
-# command of a `a; b` line does not start. Images without `python`/`pip` but with
-# `python3` get them from the shims in CONTAINER_META/bin, last on PATH.
+# command of a `a; b` line does not start. A shell waiting on a program that a signal
+# ends prints `Terminated` (dash does, trap or not), so a line that is one program
+# ($2 names it: see exec_word) whose name is a file on PATH (not a builtin) is run with
+# `exec`: the shell becomes the program, and its log holds only what the program printed
+# (this shell's own `wait`s print their job notes to /dev/null).
+# Images without `python`/`pip` but with `python3` get them from the shims in
+# CONTAINER_META/bin, last on PATH.
 RUN_WRAPPER = r"""
 if [ -r /run/conjure-secrets.sh ]; then . /run/conjure-secrets.sh; fi
 export PATH="${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}:/run/conjure/bin"
-setsid sh -c 'trap "exit \$?" TERM INT; '"$1" &
+case "$(command -v -- "${2:-:}")" in
+  /*) setsid sh -c 'exec '"$1" & ;;
+  *) setsid sh -c 'trap "exit \$?" TERM INT; '"$1" & ;;
+esac
 child=$!
 trap 'kill -TERM -"$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null' TERM
 trap 'kill -INT -"$child" 2>/dev/null || kill -INT "$child" 2>/dev/null' INT
-wait "$child"; rc=$?
-while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+wait "$child" 2>/dev/null; rc=$?
+while kill -0 "$child" 2>/dev/null; do wait "$child" 2>/dev/null; rc=$?; done
 while kill -0 -"$child" 2>/dev/null; do sleep 0.1; done
 exit "$rc"
 """
@@ -117,6 +127,31 @@ PYTHON_SHIMS = {
     "python": '#!/bin/sh\nexec python3 "$@"\n',
     "pip": '#!/bin/sh\nexec python3 -m pip "$@"\n',
 }
+
+
+# Tokens of a line that make it more than one simple command (shlex splits them out).
+_CONTROL = re.compile(r"[;&|()]")
+
+
+def exec_word(command: str) -> str:
+    """The program a command line runs when the line is one simple command (words and
+    redirections: no list, pipe, subshell, newline, leading assignment or expansion in
+    its first word), else "". The wrapper runs such a line with `exec`."""
+    if "\n" in command.strip():
+        return ""
+    try:
+        lex = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lex.whitespace_split = True
+        tokens = list(lex)
+    except ValueError:  # unbalanced quotes: the shell says what is wrong
+        return ""
+    for tok in tokens:
+        if _CONTROL.search(tok) and tok[0] not in "<>" and set(tok) <= set(lex.punctuation_chars):
+            return ""
+    first = tokens[0] if tokens else ""
+    if not first or first[0] in "<>" or any(c in first for c in "=$`*?[~{\\'\""):
+        return ""
+    return first
 
 
 class _NotStarted(Exception):
@@ -591,7 +626,14 @@ class MachineActivities(MachineActivityDefs):
         try:
             c = self.docker.containers.create(
                 inp.image,
-                ["sh", "-c", RUN_WRAPPER, "conjure-run", inp.spec.command],
+                [
+                    "sh",
+                    "-c",
+                    RUN_WRAPPER,
+                    "conjure-run",
+                    inp.spec.command,
+                    exec_word(inp.spec.command),
+                ],
                 init=True,
                 name=name,
                 working_dir=inp.prepared.workdir,

@@ -120,6 +120,18 @@ async def test_stop_saves_every_file_and_the_trapped_checkpoint(
     assert done.code == 1 and f"run {n} is already Stopped" in done.err, done
 
 
+async def test_stopped_program_log_is_only_its_own(conjure_stack: Settings, tmp_path: Path) -> None:
+    """A program that SIGTERM's default action ends: its log is the line it printed, with
+    no `Terminated` from a shell that waited on it (the wrapper runs one program by exec)."""
+    n = start_background("python3 -u -c 'import time; print(\"up\"); time.sleep(600)'", tmp_path)
+    await wait_logged(n, "up")
+    assert conjure("stop", str(n)).code == 0
+    st = await wait_for(n, lambda s: s.state.final)
+    assert st.state.value == "Stopped" and st.exit_code == 143, st
+    lines = [line.text async for line in AsyncRun(api(), n).logs(program_only=True)]
+    assert lines == ["up"], lines
+
+
 async def test_stop_grace_runs_out_then_sigkill(conjure_stack: Settings, tmp_path: Path) -> None:
     n = start_background(
         "trap '' TERM; i=0; while true; do i=$((i+1)); echo $i > count.txt; sleep 0.2; done",
