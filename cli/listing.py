@@ -73,7 +73,17 @@ class RunFilter:
             except ValueError:
                 names = ", ".join(s.value for s in RunState)
                 raise UsageError(f"unknown state {self.state!r} (one of {names})") from None
-            q += f" AND {keys.STATE.name}='{state.value}'"
+            if state == RunState.TERMINATED:
+                # Never set by the workflow: it was closed from outside (terminated, reset,
+                # timed out) while its ConjureState still said a state that is not final.
+                open_states = ", ".join(
+                    f"'{s.value}'" for s in RunState if not s.final and s != state
+                )
+                q += f" AND ExecutionStatus!='Running' AND {keys.STATE.name} IN ({open_states})"
+            else:
+                q += f" AND {keys.STATE.name}='{state.value}'"
+                if not state.final:  # not one whose workflow was closed from outside
+                    q += " AND ExecutionStatus='Running'"
         if self.machine_type:
             q += f" AND {keys.MACHINE_TYPE.name}={_quote(self.machine_type)}"
         if self.text.strip():

@@ -55,9 +55,20 @@ def _fmt_state(state: str, queue_position: int | str | None) -> str:
 @click.argument("path", required=False, default="")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("-n", "--limit", default=50, show_default=True, help="How many runs.")
+@click.option(
+    "--state",
+    default=None,
+    metavar="STATE",
+    help="Only runs in STATE (Running, Stopped, Terminated, …).",
+)
 @aio
-async def ls_cmd(path: str, as_json: bool, limit: int) -> None:
+async def ls_cmd(path: str, as_json: bool, limit: int, state: str | None) -> None:
     """List runs, or the resources under PATH (/, runs/N, uploads/…, public/…)."""
+    from conjure.cli.checks import check_value
+    from conjure.cli.listing import RunFilter
+
+    check_value("state", state)
+    RunFilter(state=state or "").query()  # an unknown state: exit 2 before anything starts
     c = api()
     if path:
         entries = c.ls(path)
@@ -71,7 +82,7 @@ async def ls_cmd(path: str, as_json: bool, limit: int) -> None:
         for e in entries:
             click.echo(f"{e.key}/" if e.is_dir else f"{e.size:>12}  {e.key}")
         return
-    runs = await c.list_runs(limit=limit)
+    runs = await c.list_runs(limit=limit, state=state or "")
     if as_json:
         click.echo(json.dumps([_summary_json(r) for r in runs], indent=2))
         return

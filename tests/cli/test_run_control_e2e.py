@@ -22,6 +22,7 @@ from conjure.infra.config import Settings, get_settings
 from conjure.infra.providers import local
 from conjure.infra.providers.local import MACHINE_LABEL
 from tests.cli.test_run_e2e import git, run_id_of, status
+from tests.cli.test_ui_truth_e2e import listed_ids
 from tests.conftest import conjure
 
 TRAIN = """\
@@ -130,6 +131,8 @@ async def test_stopped_program_log_is_only_its_own(conjure_stack: Settings, tmp_
     assert st.state.value == "Stopped" and st.exit_code == 143, st
     lines = [line.text async for line in AsyncRun(api(), n).logs(program_only=True)]
     assert lines == ["up"], lines
+    # `ls --state` filters on its final state, not on an earlier one.
+    assert n not in listed_ids("--state", "Running") and n in listed_ids("--state", "Stopped")
 
 
 async def test_stop_grace_runs_out_then_sigkill(conjure_stack: Settings, tmp_path: Path) -> None:

@@ -90,11 +90,20 @@ async def test_terminated_run_workflow_ends_cleanly(
     assert st.state == RunState.TERMINATED and "terminated" in st.reason, st
     listed = json.loads(conjure("ls", "--json").out)
     assert next(x for x in listed if x["id"] == n)["state"] == "Terminated"
+    # Filtered by state, it is Terminated too, not the Running its workflow last said.
+    assert n not in listed_ids("--state", "Running")
+    assert n in listed_ids("--state", "Terminated")
     stop = conjure("stop", str(n))
     assert stop.code == 1 and f"run {n} is already Terminated" in stop.err, stop
     # The machine serves the next run.
     nxt = conjure("run", "echo next", cwd=tmp_path)
     assert nxt.code == 0 and nxt.out == "next\n", nxt
+
+
+def listed_ids(*args: str) -> list[int]:
+    r = conjure("ls", "--json", *args)
+    assert r.code == 0, r
+    return [x["id"] for x in json.loads(r.out)]
 
 
 async def _in_state(run: AsyncRun, state: RunState) -> bool:

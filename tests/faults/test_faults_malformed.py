@@ -125,6 +125,8 @@ TABLE: list[tuple[list[str], int, str]] = [
     (["rerun", "99999"], FAIL, "does not exist"),
     (["rerun", "--machine-type", "", "1"], USAGE, "empty"),
     (["ls", "-n", "x"], USAGE, "not a valid integer"),
+    (["ls", "--state", "Bogus"], USAGE, "unknown state"),
+    (["ls", "--state", ""], USAGE, "empty"),
     (["cp"], USAGE, "RESOURCE"),
     (["cp", "secrets/x", "out"], FAIL, "secrets"),
     (["upload", "/nonexistent/file"], USAGE, "nonexistent"),
