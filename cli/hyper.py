@@ -247,6 +247,30 @@ async def start_hyper(
     return AsyncHyper(c, hid)
 
 
+async def list_hypers(c: Any, limit: int = 50) -> list[HyperStatus]:
+    """The newest searches first: which exist from Temporal's visibility (workflows of
+    type HyperWorkflow), each one's status from its workflow (a query; a search holds a
+    few summaries, not a metric stream, so this is cheap for the tens a team keeps)."""
+    import asyncio
+
+    client = await c.client()
+    ids = []
+    async for wf in client.list_workflows("WorkflowType='HyperWorkflow'"):
+        prefix, _, n = wf.id.partition("-")
+        if prefix == "hyper" and n.isdigit():
+            ids.append(int(n))
+    ids = sorted(set(ids), reverse=True)[: max(limit, 0)]
+
+    async def one(hid: int) -> HyperStatus | None:
+        try:
+            return await AsyncHyper(c, hid).status(live=False)
+        except (ConjureError, RPCError):
+            return None  # gone meanwhile, or its history cannot be read
+
+    found = await asyncio.gather(*(one(h) for h in ids))
+    return [st for st in found if st is not None]
+
+
 async def get_hyper(c: Any, hyper_id: int) -> AsyncHyper:
     h = AsyncHyper(c, hyper_id)
     await h.status(live=False)

@@ -83,6 +83,12 @@ class Conjure:
 
         return Hyper(self, self._sync(get_hyper(self.aio, hyper_id)))
 
+    def list_hypers(self, limit: int = 50) -> list[Any]:
+        """The newest hyperparameter searches first (HyperStatus each)."""
+        from conjure.cli.hyper import list_hypers
+
+        return self._sync(list_hypers(self.aio, limit))
+
     def list_runs(self, limit: int = 50) -> list[RunSummary]:
         return self._sync(self.aio.list_runs(limit))
 

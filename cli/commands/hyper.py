@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from conjure.cli.commands.common import aio, api, info, say_started, warn
+from conjure.cli.commands.common import aio, api, fmt_time, info, say_started, warn
 from conjure.cli.commands.flags import FLAGS, run_flags, run_kwargs
 
 if TYPE_CHECKING:
@@ -220,6 +220,51 @@ async def hyper_status(hyper_id: int, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     print_status(st)
+
+
+def best_text(st: HyperStatus) -> str:
+    """`0.6 (run 12)`: the best run's metric value, or `-`."""
+    best = st.best
+    return "-" if best is None else f"{best.value:.6g} (run {best.run_id})"
+
+
+@hyper.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="How many searches.")  # fmt: skip
+@aio
+async def hyper_ls(as_json: bool, limit: int) -> None:
+    """List hyperparameter searches, newest first: id, kind, state, best, created."""
+    from conjure.cli.hyper import list_hypers, run_state_final
+
+    found = await list_hypers(api(), limit)
+    if as_json:
+        out = []
+        for st in found:
+            best = st.best
+            out.append({
+                "id": st.hyper_id, "kind": st.kind, "state": st.state.value,
+                "metric": st.metric, "metric_agg": st.metric_agg, "goal": st.goal,
+                "best_run": best.run_id if best else None,
+                "best_value": best.value if best else None,
+                "best_params": best.params if best else None,
+                "runs_ended": sum(1 for r in st.runs if run_state_final(r.state)),
+                "planned": st.planned,
+                "created": st.created.isoformat() if st.created else None,
+                "command": st.command,
+            })  # fmt: skip
+        click.echo(json.dumps(out, indent=2))
+        return
+    rows = [["ID", "KIND", "STATE", "RUNS", "METRIC", "BEST", "CREATED", "COMMAND"]]
+    for st in found:
+        done = sum(1 for r in st.runs if run_state_final(r.state))
+        metric = f"{st.metric} ({st.metric_agg})" if st.metric else "-"
+        cmd = st.command if len(st.command) <= 50 else st.command[:47] + "..."
+        rows.append([str(st.hyper_id), st.kind, st.state.value, f"{done}/{st.planned}",
+                     metric, best_text(st), fmt_time(st.created), cmd])  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 @hyper.command(name="stop")

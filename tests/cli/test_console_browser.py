@@ -236,3 +236,37 @@ def test_token_required(stack: Settings, browser) -> None:  # type: ignore[no-un
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_hyper_page_ranks_runs_live(stack: Settings, page, project: Path) -> None:  # type: ignore[no-untyped-def]
+    """A grid search's page: Running while its runs run, then Complete without a reload,
+    its runs best first with their values, each linking to its run's page."""
+    from playwright.sync_api import expect
+
+    base = stack.console_url
+    cmd = ("sleep 4; python3 -c 'from conjure_metrics import send_metric; "
+           "send_metric(\"acc\", :rate: * 2, step=1)'")  # fmt: skip
+    r = conjure("hyper", "grid", "--background", "-p", "rate=0.1,0.4,0.2", "--metric", "acc",
+                "--parallel", "1", cmd, cwd=project)  # fmt: skip
+    assert r.code == 0, r
+    hid = int(r.out.strip())
+    page.goto(f"{base}/hypers/{hid}")
+    page.evaluate("window.__same_page = true")
+    title = page.locator("h1")
+    expect(title).to_contain_text(f"Hyperparameter search {hid} · grid")
+    expect(title.locator(".badge")).to_have_text("Running", timeout=60_000)
+    expect(page.locator("button", has_text="Stop")).to_be_visible()
+    expect(title.locator(".badge")).to_have_text("Complete", timeout=180_000)
+    assert page.evaluate("window.__same_page") is True  # updated in place
+    expect(page.locator("button", has_text="Stop")).to_be_hidden()
+    expect(page.locator(".panel").first).to_contain_text("3 of 3 ended")
+    rows = page.locator("table tbody tr")
+    expect(rows).to_have_count(3)
+    cells = [rows.nth(i).locator("td").all_inner_texts() for i in range(3)]
+    assert [(c[1], c[2], c[3]) for c in cells] == [
+        ("Complete", "0.4", "0.8"), ("Complete", "0.2", "0.4"), ("Complete", "0.1", "0.2"),
+    ], cells  # fmt: skip
+    best = cells[0][0]
+    rows.first.locator("a").click()
+    expect(page).to_have_url(f"{base}/runs/{best}")
+    expect(page.locator("#state .badge")).to_have_text("Complete")

@@ -93,6 +93,17 @@ def test_grid_ranks_runs_by_their_metric(conjure_stack: Settings, tmp_path: Path
     assert stop.code == 1 and "already Complete" in stop.err, stop
     missing = conjure("hyper", "status", "999999")
     assert missing.code == 1 and "does not exist" in missing.err, missing
+    # `conjure hyper ls`: the search among the others, newest first, with its best run.
+    listed = json.loads(conjure("hyper", "ls", "--json").out)
+    assert [x["id"] for x in listed] == sorted((x["id"] for x in listed), reverse=True)
+    mine = next(x for x in listed if x["id"] == hid)
+    assert (mine["kind"], mine["state"], mine["runs_ended"], mine["planned"]) == (
+        "grid", "Complete", 4, 4)  # fmt: skip
+    assert mine["best_run"] == best["run_id"] and mine["best_value"] == 0.6
+    table = conjure("hyper", "ls").out.splitlines()
+    assert table[0].split()[:5] == ["ID", "KIND", "STATE", "RUNS", "METRIC"], table
+    row = next(ln for ln in table if ln.split()[0] == str(hid))
+    assert f"0.6 (run {best['run_id']})" in row and "val_acc (max)" in row, row
 
     # The web console's JSON API and page (the same Python API underneath).
     console = TestClient(create_app(conjure_stack), base_url="http://127.0.0.1:8234")
@@ -133,5 +144,7 @@ def test_random_search_from_python_is_stopped(conjure_stack: Settings, tmp_path:
         assert final.runs[0].value is not None and final.best is not None
         rate = float(final.runs[0].params["rate"])
         assert 0.01 <= rate <= 1
+        listed = {st.hyper_id: st for st in c.list_hypers()}
+        assert listed[h.id].state == HyperState.STOPPED and listed[h.id].kind == "random"
     finally:
         c.close()
