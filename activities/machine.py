@@ -425,7 +425,9 @@ class MachineActivities(MachineActivityDefs):
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    activity.heartbeat(*details)
+                    # Never empty: the workflow tells a re-attach that heartbeated (the
+                    # machine lives) from one that never did (the machine is gone).
+                    activity.heartbeat(*(details or [{}]))
                     if activity.is_cancelled():
                         raise CancelledError("the run was cancelled") from None
                     time.sleep(0.5)
@@ -440,7 +442,8 @@ class MachineActivities(MachineActivityDefs):
             return ExecuteResult.model_validate_json(result_file.read_text())
         details = activity.info().heartbeat_details
         since: dict[str, int] = dict(details[0]) if details else {}
-        if activity.info().attempt > 1:  # resumed: the store knows better than the last heartbeat
+        if activity.info().attempt > 1 or inp.resume:
+            # resumed: the store knows better than the last heartbeat
             for stream, t in stored_until(self.store, inp.run_id, "run").items():
                 since[stream] = max(since.get(stream, 0), t)
         secrets = load_secrets(self.store, inp.spec.secrets_key)

@@ -466,6 +466,7 @@ class ExecuteInput(BaseModel):
     binds: list[Bind] = Field(default_factory=list)
     metrics_workflow_id: str = ""  # where watched metrics are signalled (stop conditions)
     watch_metrics: list[str] = Field(default_factory=list)
+    resume: bool = False  # a re-attach to the run's container after a lost attempt
 
     @model_validator(mode="before")
     @classmethod

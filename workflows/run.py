@@ -61,6 +61,7 @@ R = TypeVar("R")
 STEP_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
 # How long a leased machine may take to pick up its first task before it is judged dead.
 PICKUP_TIMEOUT = timedelta(seconds=60)
+EXECUTE_ATTEMPTS = 10
 
 
 class _Interrupted(Exception):
@@ -385,19 +386,63 @@ class RunWorkflow(RunInbox):
     async def _execute(self, inp: ExecuteInput) -> ExecuteResult:
         assert self.lease is not None
         heartbeat = timedelta(seconds=self.inp.options.execute_heartbeat_seconds)
-        handle = workflow.start_activity_method(
-            Machine.execute,
-            inp,
-            task_queue=self.lease.task_queue,
-            # A retry (agent restarted) must be picked up within 3/4 of the heartbeat
-            # timeout, or the machine is judged gone: a dead agent makes the run
-            # Interrupted within twice the heartbeat timeout.
-            schedule_to_start_timeout=max(heartbeat * 0.75, timedelta(seconds=1)),
-            start_to_close_timeout=timedelta(days=30),
-            heartbeat_timeout=heartbeat,
-            retry_policy=RetryPolicy(maximum_attempts=10, initial_interval=timedelta(seconds=1)),
-        )
-        signalled: set[str] = set()
+        if not workflow.patched("execute-reattach"):
+            handle = workflow.start_activity_method(
+                Machine.execute,
+                inp,
+                task_queue=self.lease.task_queue,
+                # A retry (agent restarted) must be picked up within 3/4 of the heartbeat
+                # timeout, or the machine is judged gone.
+                schedule_to_start_timeout=max(heartbeat * 0.75, timedelta(seconds=1)),
+                start_to_close_timeout=timedelta(days=30),
+                heartbeat_timeout=heartbeat,
+                retry_policy=RetryPolicy(
+                    maximum_attempts=10, initial_interval=timedelta(seconds=1)
+                ),
+            )
+            return await self._follow_execute(inp, handle, set())
+        # The workflow retries execute itself. A server-side retry after a heartbeat
+        # timeout can be handed to a poll the lost machine left open (an SSH tunnel
+        # keeps its connection to Temporal until keepalive gives up): that attempt
+        # "starts", and waits out a whole heartbeat timeout more. Here, an attempt whose
+        # heartbeat timed out is followed by one re-attach (the same container, logs from
+        # the store) that must be picked up and heartbeat within half the heartbeat
+        # timeout; one that never heartbeated means the machine is gone. So a dead machine
+        # makes the run Interrupted within 1.5x the heartbeat timeout (plus latencies),
+        # and an agent restarted in time carries the run on.
+        attempt, timeout, pickup = inp, heartbeat, heartbeat * 0.75
+        signalled: set[str] = set()  # stop/kill already passed on, whichever attempt
+        for n in range(1, EXECUTE_ATTEMPTS + 1):
+            handle = workflow.start_activity_method(
+                Machine.execute,
+                attempt,
+                task_queue=self.lease.task_queue,
+                schedule_to_start_timeout=max(pickup, timedelta(seconds=1)),
+                start_to_close_timeout=timedelta(days=30),
+                heartbeat_timeout=max(timeout, timedelta(seconds=1)),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+            try:
+                return await self._follow_execute(inp, handle, signalled)
+            except ActivityError as e:
+                if n == EXECUTE_ATTEMPTS or not _reattachable(e, first=n == 1):
+                    raise
+                # An agent that said it is restarting gets the whole heartbeat timeout
+                # to be back; a silent one half of it.
+                shutdown = isinstance(e.cause, ApplicationError)
+                pickup = heartbeat if shutdown else heartbeat / 2
+            attempt = inp.model_copy(update={"resume": True})
+            timeout = heartbeat / 2
+        raise AssertionError("unreachable")
+
+    async def _follow_execute(
+        self,
+        inp: ExecuteInput,
+        handle: workflow.ActivityHandle[ExecuteResult],
+        signalled: set[str],
+    ) -> ExecuteResult:
+        """Await an execute attempt, passing stop and kill on to its container."""
+        assert self.lease is not None
         while True:
             await workflow.wait_condition(
                 lambda: (
@@ -530,6 +575,20 @@ def _log_tail(e: BaseException) -> list[str]:
             if isinstance(d, dict) and isinstance(d.get("log_tail"), list):
                 return [str(x) for x in d["log_tail"]]
     return []
+
+
+def _reattachable(e: ActivityError, *, first: bool) -> bool:
+    """An execute attempt worth following with a re-attach: the agent said it is
+    restarting, or its heartbeat stopped after the machine had shown it was alive (the
+    first attempt, or a re-attach that heartbeated at least once)."""
+    cause = e.cause
+    if isinstance(cause, ApplicationError):
+        return cause.type == "AgentShutdown"
+    return (
+        isinstance(cause, TimeoutError)
+        and cause.type == TimeoutType.HEARTBEAT
+        and (first or bool(cause.last_heartbeat_details))
+    )
 
 
 def _is_machine_gone(e: ActivityError) -> bool:
