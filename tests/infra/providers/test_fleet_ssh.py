@@ -6,7 +6,9 @@ stack of tests/fleet_stack.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,11 @@ from pathlib import Path
 import pytest
 
 from conjure import AsyncConjure
-from conjure.workflows.models import RunState
+from conjure.cli.liveness import recent_pollers
+from conjure.infra import stack
+from conjure.infra.processes import process_command
+from conjure.infra.temporal import make_client
+from conjure.workflows.models import RunState, RunStatus
 from tests.cli.test_run_e2e import git
 from tests.conftest import conjure
 from tests.fleet_stack import Fleet, activity_outcomes, fleet_stack, host_line, until
@@ -94,6 +100,63 @@ def test_thirty_runs_over_three_hosts(fleet: Fleet, tmp_path: Path) -> None:
     # The hosts' containers were on their own engines; none on this host's.
     for h in fleet.hosts:
         assert h.docker().containers.list(all=True, filters={"label": "org.conjure.machine"}) == []
+
+
+def test_two_control_workers_one_killed(fleet: Fleet, tmp_path: Path) -> None:
+    """(e) A second control worker (`conjure worker`) serves beside the stack's; the
+    stack's is SIGKILLed while 30 runs are in flight. Every run ends Complete, its
+    command ran once (one execute attempt, its line once in its log), its outputs were
+    saved once (one save_outputs), and no machine is left held or with a container."""
+    proj = _project(tmp_path)
+    log = open(tmp_path / "worker2.log", "ab")
+    second = subprocess.Popen(
+        process_command("worker"), stdout=log, stderr=log, stdin=subprocess.DEVNULL
+    )
+
+    async def go() -> tuple[int, list[RunStatus]]:
+        client = await make_client(fleet.settings)
+        deadline = time.monotonic() + 60
+        while await recent_pollers(client, fleet.settings.control_task_queue) < 2:
+            assert time.monotonic() < deadline and second.poll() is None, "no second worker"
+            await asyncio.sleep(0.5)
+        c = AsyncConjure(fleet.settings, autostart=False)
+        cmd = "echo ran-$CONJURE_RUN_ID | tee out.txt"
+        runs = [await c.run(cmd, machine_type="fleet", cwd=proj) for _ in range(N)]
+        while True:  # kill once some have ended and most have not
+            done = sum([(await r.status()).state.final for r in runs])
+            if done >= 3:
+                break
+            await asyncio.sleep(0.3)
+        stack.kill_for_tests(fleet.settings, "worker")
+        return done, [await r.wait() for r in runs]
+
+    try:
+        done, statuses = asyncio.run(go())
+        assert second.poll() is None, "the second worker died"
+    finally:
+        assert conjure("up").code == 0  # the stack's worker again, as `conjure up` starts it
+        second.terminate()
+        second.wait(timeout=60)
+        log.close()
+    print(f"the stack's worker was SIGKILLed with {N - done} of {N} runs still in flight")
+    assert N - done >= N // 2, f"only {N - done} runs were in flight"
+    bad = [s for s in statuses if s.state != RunState.COMPLETE]
+    assert not bad, bad
+    for s in statuses:
+        body = fleet.s3.get_object(Bucket="store", Key=f"team/runs/{s.run_id}/out.txt")
+        assert body["Body"].read().decode() == f"ran-{s.run_id}\n"
+        lines = [ln for ln in conjure("logs", str(s.run_id)).out.splitlines() if "ran-" in ln]
+        assert lines == [f"ran-{s.run_id}"], (s.run_id, lines)
+        history = asyncio.run(activity_outcomes(fleet.settings, s.run_id, "execute"))
+        assert history == [("completed", [1], False)], (s.run_id, history)
+        saves = asyncio.run(activity_outcomes(fleet.settings, s.run_id, "save_outputs"))
+        assert [o for o, _, _ in saves] == ["completed"], (s.run_id, saves)
+    # No machine left held: each host's one machine idle again, none provisioned twice.
+    listed = json.loads(conjure("machines", "--json").out)
+    fleet_machines = [m for m in listed if m["machine_type"] == "fleet"]
+    assert [m["state"] for m in fleet_machines] == ["idle"] * 3, listed
+    for h in fleet.hosts:
+        assert h.docker().containers.list(all=True, filters={"label": "org.conjure.run"}) == []
 
 
 def test_stop_and_kill_a_remote_run(fleet: Fleet, tmp_path: Path) -> None:
