@@ -108,12 +108,45 @@ def main() -> None:
     if args.readme:
         readme = REPO / "README.md"
         text = readme.read_text()
-        new, n = re.subn(r"(<!-- bench:begin -->\n).*?(<!-- bench:end -->)",
-                         lambda m: m.group(1) + table + footer + "\n" + m.group(2), text,
-                         flags=re.S)  # fmt: skip
-        if n != 1:
+        block = re.search(r"<!-- bench:begin -->\n(.*?)<!-- bench:end -->", text, flags=re.S)
+        if block is None:
             raise SystemExit("README.md has no <!-- bench:begin --> ... <!-- bench:end --> block")
-        readme.write_text(new)
+        body = table + footer if not args.only else merge_block(block.group(1), table, footer)
+        readme.write_text(text[: block.start(1)] + body.rstrip("\n") + "\n" + text[block.end(1) :])
+
+
+def _key(line: str) -> str:
+    """A table row's or a note's measure, sizes left out (`--quick` measures 1,000 runs)."""
+    cell = line.split(" | ")[0].lstrip("|* ").split(": ")[0]
+    return re.sub(r"\d[\d,.]*", "N", cell)
+
+
+def merge_block(old: str, table: str, footer: str) -> str:
+    """`--only`: the README's rows of the parts measured now replaced (in place, new ones
+    appended), the other rows and their notes and footer kept."""
+    old_lines = old.strip("\n").split("\n")
+    new_lines = table.split("\n")
+    new_rows = [x for x in new_lines[2:] if x.startswith("| ")]
+    new_notes = [x for x in new_lines if x.startswith("* ")]
+    fresh = {_key(x): x for x in new_rows}
+    rows, kept = [], 0
+    for x in old_lines[2:]:
+        if not x.startswith("| "):
+            break
+        if _key(x) in fresh:
+            rows.append(fresh.pop(_key(x)))
+        else:
+            rows.append(x)
+            kept += 1
+    rows += list(fresh.values())
+    measured = {_key(x) for x in new_rows}
+    notes = [x for x in old_lines if x.startswith("* ") and _key(x) not in measured] + new_notes
+    out = "\n".join(new_lines[:2] + rows) + ("\n\n" + "\n".join(notes) if notes else "")
+    out += footer
+    others = [x for x in old.strip("\n").split("\n\n") if x and x[0] not in "|*"]
+    if kept and others:
+        out += "\n\nThe other rows: " + "\n\n".join(others)
+    return out
 
 
 if __name__ == "__main__":
