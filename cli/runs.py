@@ -44,15 +44,28 @@ class AsyncRun:
 
     async def status(self) -> RunStatus:
         handle = await self._handle()
-        try:
-            st: RunStatus = await query_with_liveness(
-                await self._c.client(),
+        client = await self._c.client()
+
+        async def query() -> RunStatus:
+            return await query_with_liveness(
+                client,
                 self._c.settings.control_task_queue,
                 lambda timeout: handle.query(RunWorkflow.status, rpc_timeout=timeout),
             )
+
+        try:
+            st = await query()
             if not st.state.final:  # its workflow may have been terminated from outside
                 closed = (await handle.describe()).status
                 if closed is not None and closed != WorkflowExecutionStatus.RUNNING:
+                    # Or it ended on its own between the query and the describe: the
+                    # closed workflow's own answer says which.
+                    st = await query()
+                if (
+                    not st.state.final
+                    and closed is not None
+                    and closed != WorkflowExecutionStatus.RUNNING
+                ):
                     st.reason = (
                         f"its workflow was {closed.name.lower().replace('_', ' ')} "
                         f"(Temporal Web UI or CLI) while it was {st.state.value}"

@@ -8,6 +8,7 @@ pass through this workflow: the agent writes them to the object store.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -62,6 +63,9 @@ STEP_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=
 # How long a leased machine may take to pick up its first task before it is judged dead.
 PICKUP_TIMEOUT = timedelta(seconds=60)
 EXECUTE_ATTEMPTS = 10
+# Once the run's files are saved (or it was killed), the machine goes back to the pool
+# while its workspace is cleaned, not after: one workflow task fewer before the run ends.
+RELEASE_WITH_CLEANUP_PATCH = "run-release-with-cleanup"
 
 
 class _Interrupted(Exception):
@@ -92,6 +96,7 @@ class RunWorkflow(RunInbox):
         )
         self._push: workflow.ActivityHandle[PushResult] | None = None
         self.halt_acted = False  # a stop/kill reached the run before its command ended
+        self._released = False  # this attempt's machine went back to the pool already
         self.run_status.stop_conditions = [c.describe() for c in inp.stop_conditions]
 
     # --- messages -------------------------------------------------------------------
@@ -179,6 +184,7 @@ class RunWorkflow(RunInbox):
                 return self._finish(final, "withdrawn before a machine was assigned")
 
             lease = self.lease
+            self._released = False
             self.run_status.machine_id = lease.machine_id
             self.run_status.reused_machine = lease.reused
             self._cost_mark(leased=True)
@@ -189,16 +195,8 @@ class RunWorkflow(RunInbox):
                 healthy = False
                 final, reason = RunState.INTERRUPTED, str(e)
             finally:
-                await pool.signal(
-                    PoolWorkflow.release,
-                    ReleaseRequest(
-                        machine_id=lease.machine_id,
-                        run_workflow_id=workflow.info().workflow_id,
-                        healthy=healthy,
-                        image=self.run_status.image,
-                    ),
-                )
-                self._cost_mark(leased=False)
+                if not self._released:
+                    await self._release(healthy)
             if resumable:
                 self._note_attempt(attempt, lease, machine_type, final, reason)
                 if (
@@ -216,6 +214,36 @@ class RunWorkflow(RunInbox):
                 if final == RunState.INTERRUPTED:
                     reason += f" (attempt {attempt} of {inp.spec.auto_resume}: no more attempts)"
             return self._finish(final, reason)
+
+    async def _release(self, healthy: bool) -> None:
+        """Give this attempt's machine back to the pool (once)."""
+        assert self.lease is not None
+        self._released = True
+        await workflow.get_external_workflow_handle(self.inp.pool_workflow_id).signal(
+            PoolWorkflow.release,
+            ReleaseRequest(
+                machine_id=self.lease.machine_id,
+                run_workflow_id=workflow.info().workflow_id,
+                healthy=healthy,
+                image=self.run_status.image,
+            ),
+        )
+        self._cost_mark(leased=False)
+
+    async def _cleanup_and_release(self, run_id: int) -> None:
+        """The last steps on the machine once its outcome is known: the workspace is
+        cleaned (only this run's container, volumes and folder) while the machine is
+        already given back, in one workflow task instead of two. A cleanup error still
+        fails the run, as before."""
+        if not workflow.patched(RELEASE_WITH_CLEANUP_PATCH):
+            await self._cleanup(run_id)
+            return
+        results = await asyncio.gather(
+            self._cleanup(run_id), self._release(healthy=True), return_exceptions=True
+        )
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
 
     def _note_attempt(
         self, attempt: int, lease: Lease, machine_type: MachineType, final: RunState, reason: str
@@ -326,13 +354,13 @@ class RunWorkflow(RunInbox):
             )
             self.run_status.exit_code = result.exit_code
             if self.kill_requested and self.halt_acted:
-                await self._cleanup(run_id)
+                await self._cleanup_and_release(run_id)
                 return RunState.KILLED, self._note_halt(killed=True)
 
             await self._save(prepared)
             self._set_state(RunState.PUSHING)
             await self._await_push()
-            await self._cleanup(run_id)
+            await self._cleanup_and_release(run_id)
             if self.halt_acted:
                 return RunState.STOPPED, self._note_halt(killed=False)
             if result.exit_code == 0:

@@ -10,7 +10,8 @@ or record only some groups, leaving the other committed histories as they are:
     CONJURE_HOME=/tmp/rec .venv/bin/python -m tests.workflows.record_histories hyper resume
 
 (`ui`: a run that closes as a failed workflow, and a run workflow terminated from
-outside and reaped.)
+outside and reaped; `release`: a complete and a killed run that give their machine back
+while the workspace is cleaned.)
 """
 
 from __future__ import annotations
@@ -48,6 +49,22 @@ async def run_control_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, s
         ("stop_conditions", child_workflow_id(stopped.id)),
         ("run_killed", keys.run_workflow_id(killed.id)),
         ("pool_with_health_check", keys.POOL_WORKFLOW_ID),
+    ]
+
+
+async def release_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, str]]:
+    """A complete and a killed run whose machine goes back to the pool while the
+    workspace is cleaned (workflow.patched("run-release-with-cleanup"))."""
+    complete = await c.run("echo hi", cwd=cwd)
+    await complete.wait()
+    killed = await c.run("sleep 60", cwd=cwd)
+    while (await killed.status()).state.value != "Running":
+        await asyncio.sleep(0.2)
+    await killed.kill()
+    await killed.wait()
+    return [
+        ("run_complete_release_with_cleanup", keys.run_workflow_id(complete.id)),
+        ("run_killed_release_with_cleanup", keys.run_workflow_id(killed.id)),
     ]
 
 
@@ -104,7 +121,12 @@ async def save(client, wanted: list[tuple[str, str]]) -> None:  # type: ignore[n
 async def main() -> None:
     c = AsyncConjure()
     client = await c.client()
-    groups = {"hyper": hyper_histories, "resume": resume_histories, "ui": ui_histories}
+    groups = {
+        "hyper": hyper_histories,
+        "resume": resume_histories,
+        "ui": ui_histories,
+        "release": release_histories,
+    }
     if sys.argv[1:]:
         for group in sys.argv[1:]:
             with tempfile.TemporaryDirectory() as tmp:
