@@ -22,12 +22,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-from conjure import AsyncConjure
+from conjure import AsyncConjure, AsyncRun
 from conjure.cli.pipelines import Step, run_pipeline
 from conjure.workflows import keys
 from conjure.workflows.stop_conditions import child_workflow_id
 
 HERE = Path(__file__).with_name("histories")
+
+
+async def killed_run(c: AsyncConjure, cwd: Path) -> AsyncRun:
+    """A `sleep 60` killed once it runs, after it ended."""
+    killed = await c.run("sleep 60", cwd=cwd)
+    while (await killed.status()).state.value != "Running":
+        await asyncio.sleep(0.2)
+    await killed.kill()
+    await killed.wait()
+    return killed
 
 
 async def run_control_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, str]]:
@@ -39,11 +49,7 @@ async def run_control_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, s
     )
     stopped = await c.run(script, cwd=cwd, stop_conditions=["acc < 0.5 : 2"])
     await stopped.wait()
-    killed = await c.run("sleep 60", cwd=cwd)
-    while (await killed.status()).state.value != "Running":
-        await asyncio.sleep(0.2)
-    await killed.kill()
-    await killed.wait()
+    killed = await killed_run(c, cwd)
     return [
         ("run_stopped_by_condition", keys.run_workflow_id(stopped.id)),
         ("stop_conditions", child_workflow_id(stopped.id)),
@@ -57,11 +63,7 @@ async def release_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, str]]
     workspace is cleaned (workflow.patched("run-release-with-cleanup"))."""
     complete = await c.run("echo hi", cwd=cwd)
     await complete.wait()
-    killed = await c.run("sleep 60", cwd=cwd)
-    while (await killed.status()).state.value != "Running":
-        await asyncio.sleep(0.2)
-    await killed.kill()
-    await killed.wait()
+    killed = await killed_run(c, cwd)
     return [
         ("run_complete_release_with_cleanup", keys.run_workflow_id(complete.id)),
         ("run_killed_release_with_cleanup", keys.run_workflow_id(killed.id)),
