@@ -125,9 +125,11 @@ def merge_block(old: str, table: str, footer: str) -> str:
     """`--only`: the README's rows of the parts measured now replaced (in place, new ones
     appended), the other rows and their notes and footer kept."""
     old_lines = old.strip("\n").split("\n")
-    new_lines = table.split("\n")
-    new_rows = [x for x in new_lines[2:] if x.startswith("| ")]
-    new_notes = [x for x in new_lines if x.startswith("* ")]
+    first, *rest = table.split("\n\n")  # the table, its notes, the cost table
+    new_lines = first.split("\n")
+    new_rows = new_lines[2:]
+    new_notes = [x for chunk in rest if chunk.startswith("* ") for x in chunk.split("\n")]
+    extra = [chunk for chunk in rest if not chunk.startswith("* ")]
     fresh = {_key(x): x for x in new_rows}
     rows, kept = [], 0
     for x in old_lines[2:]:
@@ -142,7 +144,7 @@ def merge_block(old: str, table: str, footer: str) -> str:
     measured = {_key(x) for x in new_rows}
     notes = [x for x in old_lines if x.startswith("* ") and _key(x) not in measured] + new_notes
     out = "\n".join(new_lines[:2] + rows) + ("\n\n" + "\n".join(notes) if notes else "")
-    out += footer
+    out += "".join("\n\n" + chunk for chunk in extra) + footer
     others = [x for x in old.strip("\n").split("\n\n") if x and x[0] not in "|*"]
     if kept and others:
         out += "\n\nThe other rows: " + "\n\n".join(others)
