@@ -1,6 +1,7 @@
 """The fault campaign's figures (issue 15), against baselines measured in the same run.
 
     .venv/bin/python bench/faults.py [--heartbeat 5] [--runs 10] [--limit 2] [--lines 400000]
+                                     [--status-repeat 5] [--only status]
 
 Starts its own embedded stack in a temporary CONJURE_HOME on free ports, then prints:
 
@@ -13,6 +14,10 @@ Starts its own embedded stack in a temporary CONJURE_HOME on free ports, then pr
                 LINES lines at once; baseline: the same agent's peak after a quiet run
 * flood:        execute attempts for the flood run (1: no retry) and the dropped count's
                 exactness (the notes' sum against the lines missing from the log)
+* status:       whole `conjure status` processes after the control worker was SIGKILLed
+                (nothing restarts it): at once, while the server still counts its
+                pollers, and after they went stale; for an open and a finished run;
+                baseline: the same command with the worker alive (the goal: within 3 s)
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 
@@ -158,13 +164,90 @@ async def flood(settings, work: str, lines: int) -> tuple[float, float, list[int
     return base, peak, attempts, noted, lines - kept
 
 
+def _status_once(run_id: int, env: dict[str, str], expect_code: int) -> tuple[float, str]:
+    """Wall time of one whole `conjure status` process, and its stderr."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [CONJURE, "status", str(run_id)], capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, env={**os.environ, **env},
+    )  # fmt: skip
+    took = time.perf_counter() - t0
+    if proc.returncode != expect_code:
+        raise SystemExit(f"status {run_id}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+    return took, proc.stderr.strip()
+
+
+async def status_without_worker(settings, work: str, repeat: int) -> dict[str, list[float]]:  # type: ignore[no-untyped-def]
+    """`conjure status` of an open and of a finished run: with the control worker alive
+    (the baseline); right after it was SIGKILLed, while the server still counts its
+    pollers (answered from the run's history, marked stale); and once they went stale
+    (open run: the one-line error; finished run: its final status)."""
+    from conjure.cli.liveness import recent_pollers
+    from conjure.infra import stack
+    from conjure.infra.temporal import make_client
+
+    c = _api()
+    done = submit("echo done", work)
+    await wait_state(c, done, lambda s: s["state"] == "Complete")
+    n = submit("sleep 900", work)
+    await wait_state(c, n, lambda s: s["state"] == "Running")
+    prod = {"CONJURE_TEMPORAL_ADDRESS": settings.address}  # no command restarts a worker
+    out: dict[str, list[float]] = {k: [] for k in ("live", "window", "window_done", "gone",
+                                                   "gone_done")}  # fmt: skip
+    for _ in range(repeat):
+        out["live"].append(_status_once(n, prod, 0)[0])
+    stack.kill_for_tests(settings, "worker")
+    killed = time.monotonic()
+    client = await make_client(settings)
+    for _ in range(repeat):
+        took, err = _status_once(n, prod, 0)
+        if "possibly stale" not in err:
+            raise SystemExit(f"not the stale answer: {err!r}")
+        out["window"].append(took)
+        out["window_done"].append(_status_once(done, prod, 0)[0])
+    if not await recent_pollers(client, settings.control_task_queue):
+        raise SystemExit("the pollers went stale before the window was measured")
+    print(f"window measured {time.monotonic() - killed:.0f}s after the kill", flush=True)
+    while await recent_pollers(client, settings.control_task_queue):
+        await asyncio.sleep(2)
+    print(f"pollers stale {time.monotonic() - killed:.0f}s after the kill", flush=True)
+    for _ in range(repeat):
+        out["gone"].append(_status_once(n, prod, 1)[0])
+        out["gone_done"].append(_status_once(done, prod, 0)[0])
+    sh(CONJURE, "up")
+    sh(CONJURE, "kill", str(n))
+    return out
+
+
+def _status_rows(st: dict[str, list[float]]) -> list[Row]:
+    live = st["live"]
+    return [
+        Row("`status`, open run, worker SIGKILLed, pollers still fresh (stale answer)", "s",
+            st["window"], live, "`status` with a live worker", goal="≤ 3 s"),
+        Row("`status`, finished run, worker SIGKILLed, pollers still fresh", "s",
+            st["window_done"], live, "`status` with a live worker", goal="≤ 3 s"),
+        Row("`status`, open run, pollers stale (one-line error, exit 1)", "s",
+            st["gone"], live, "`status` with a live worker", goal="≤ 3 s"),
+        Row("`status`, finished run, pollers stale (its final status)", "s",
+            st["gone_done"], live, "`status` with a live worker", goal="≤ 3 s"),
+    ]  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--heartbeat", type=float, default=5.0)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--limit", type=int, default=2)
     p.add_argument("--lines", type=int, default=400_000)
+    p.add_argument("--status-repeat", type=int, default=5)
+    p.add_argument("--only", choices=["status"], help="only the status-without-worker rows")
     args = p.parse_args()
+    if args.only == "status":
+        with bench_stack() as (settings, work):
+            st = asyncio.run(status_without_worker(settings, work, args.status_repeat))
+        print(markdown(_status_rows(st)))
+        print(f"\n{load_note()}")
+        return
     with bench_stack(
         CONJURE_MAX_CONCURRENT_RUNS=str(args.limit),
         CONJURE_EXECUTE_HEARTBEAT_SECONDS=str(args.heartbeat),
@@ -174,6 +257,7 @@ def main() -> None:
         base, peak, attempts, noted, missing = asyncio.run(flood(settings, work, args.lines))
         took = asyncio.run(interrupted(settings, work, args.heartbeat))
         most = asyncio.run(limit_peak(work, args.runs))
+        st = asyncio.run(status_without_worker(settings, work, args.status_repeat))
     rows = [
         Row("time to Interrupted (agent SIGKILLed)", "s", [took], [args.heartbeat],
             "heartbeat timeout", goal="≤ 2.0 x"),
@@ -184,6 +268,7 @@ def main() -> None:
             note=f"execute attempts {attempts}; dropped lines by the notes {noted:,}, "
             f"missing from the log {missing:,} ({'exact' if noted == missing else 'NOT exact'})"),
     ]  # fmt: skip
+    rows += _status_rows(st)
     print(markdown(rows))
     print(f"\n{load_note()}")
 

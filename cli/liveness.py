@@ -4,7 +4,9 @@ A query is answered by a worker hosting the workflow. With none polling the cont
 task queue (a production cluster where nothing restarts a crashed `conjure worker`),
 the server holds the query until its deadline. So a query first gets a short deadline;
 when that passes, the task queue's pollers decide: none seen lately means no worker
-(a one-line error), a recent one means a busy worker (asked again, patiently).
+(a one-line error), a recent one means a busy worker, or one that died less than a
+minute ago (the server cannot tell them apart yet): then the caller's answer from
+history when it has one (`cli/recorded.py`, marked stale) rather than a 30 s wait.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ T = TypeVar("T")
 
 # The first try's deadline: a live worker answers a query in milliseconds.
 QUICK = timedelta(seconds=2)
+# A query not answered by then has the task queue's pollers looked up (and the run's
+# history read) beside it: a missing worker is known at once, and a stale answer is
+# ready by QUICK.
+EARLY = 0.5
 # A live, idle worker renews its long poll at least this often (the server's one-minute
 # long-poll expiry, plus slack): a poller not seen for longer is gone.
 POLLER_FRESH_SECONDS = 75.0
@@ -76,31 +82,93 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
+async def _alive(client: Client, task_queue: str) -> int:
+    try:
+        return await recent_pollers(client, task_queue)
+    except RPCError as e:
+        if e.status == RPCStatusCode.CANCELLED:
+            _raise_if_cancelling()
+        return 0
+
+
 async def query_with_liveness(
     client: Client,
     task_queue: str,
     ask: Callable[[timedelta | None], Awaitable[T]],
+    recorded: Callable[[str], Awaitable[tuple[T, bool]]] | None = None,
 ) -> T:
     """`ask(rpc_timeout)` runs the query. NoControlWorker (exit 1, one line) when it
-    times out and no worker polls `task_queue`."""
+    times out and no worker polls `task_queue`.
+
+    `recorded(why)`, when given, answers without a worker (from the history): it gives
+    (answer, exact), the answer marked with `why` when it is not exact. A query not
+    answered within EARLY has the pollers looked up and the history read beside it.
+    No worker polling: an exact answer, else NoControlWorker at once. Pollers that look
+    alive but no answer within QUICK (a busy worker, or one dead for less than
+    POLLER_FRESH_SECONDS: the server cannot tell yet): the recorded answer, rather than
+    waiting for a worker that may never come."""
     no_worker = NoControlWorker(
         f"no control worker is polling {task_queue} (start one with `conjure worker`)"
     )
-    try:
-        return await ask(QUICK)
-    except RPCError as e:
-        if _no_poller(e):
-            raise no_worker from None
-        if not _timed_out(e):
-            raise
-    try:
-        alive = await recent_pollers(client, task_queue)
-    except RPCError as e:
-        if e.status == RPCStatusCode.CANCELLED:
-            _raise_if_cancelling()
-        alive = 0
-    if not alive:
+    why = (
+        f"the control worker polling {task_queue} did not answer within "
+        f"{QUICK.total_seconds():g} s (busy, or gone); this is the state the run's "
+        "history records, possibly stale"
+    )
+    query = asyncio.ensure_future(ask(QUICK))
+    history: asyncio.Future[tuple[T, bool]] | None = None
+
+    def read_history() -> asyncio.Future[tuple[T, bool]] | None:
+        nonlocal history
+        if history is None and recorded is not None:
+            history = asyncio.ensure_future(recorded(why))
+        return history
+
+    async def without_worker() -> T:
+        h = read_history()
+        if h is not None:
+            answer, exact = await h
+            if exact:
+                return answer
         raise no_worker
+
+    try:
+        alive: int | None = None
+        await asyncio.wait({query}, timeout=EARLY)
+        if not query.done():
+            read_history()
+            alive = await _alive(client, task_queue)
+            if not alive:
+                return await without_worker()
+        try:
+            return await query
+        except RPCError as e:
+            if _no_poller(e):
+                return await without_worker()
+            if not _timed_out(e):
+                raise
+        if alive is None:
+            alive = await _alive(client, task_queue)
+        if not alive:
+            return await without_worker()
+        h = read_history()
+        if h is not None:
+            try:
+                return (await h)[0]
+            except RPCError as e:
+                raise NoControlWorker(
+                    f"the control worker polling {task_queue} did not answer within "
+                    f"{QUICK.total_seconds():g} s, and the run's history could not be read: "
+                    f"{e.message}"
+                ) from None
+    finally:
+        for f in (query, history):
+            if f is None:
+                continue
+            if not f.done():
+                f.cancel()
+            elif not f.cancelled():
+                f.exception()  # retrieved: no "never retrieved" warning on stderr
     try:
         return await ask(timedelta(seconds=30))  # a worker is there, only busy
     except RPCError as e:
@@ -115,12 +183,25 @@ async def query_with_liveness(
 
 async def query_or_none(
     ask: Callable[[timedelta | None], Awaitable[T]],
+    client: Client | None = None,
+    task_queue: str = "",
 ) -> T | None:
     """The query's answer, or None when no worker answers quickly (for listings that
-    can go without it, such as queue places in `conjure ls`)."""
+    can go without it, such as queue places in `conjure ls`). With `client` and
+    `task_queue`: None as soon as EARLY has passed and no worker polls `task_queue`."""
+    query = asyncio.ensure_future(ask(QUICK))
     try:
-        return await ask(QUICK)
+        if client is not None:
+            await asyncio.wait({query}, timeout=EARLY)
+            if not query.done() and not await _alive(client, task_queue):
+                return None
+        return await query
     except RPCError as e:
         if e.status == RPCStatusCode.CANCELLED:
             _raise_if_cancelling()
         return None
+    finally:
+        if not query.done():
+            query.cancel()
+        elif not query.cancelled():
+            query.exception()

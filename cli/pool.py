@@ -90,9 +90,14 @@ async def queue_positions(conn: Connection, quick: bool) -> dict[str, int] | Non
 async def queue_positions(conn: Connection, quick: bool = False) -> dict[str, int] | None:
     """Run workflow id -> place in its pool shard's queue (1 = next). quick: None when no
     control worker answers at once (never waits on a dead one)."""
+    client = await conn.client()
 
     async def ask(h: Any) -> PoolView | None:
-        return await query_or_none(lambda t: h.query(PoolWorkflow.view, rpc_timeout=t))
+        return await query_or_none(
+            lambda t: h.query(PoolWorkflow.view, rpc_timeout=t),
+            client,
+            conn.settings.control_task_queue,
+        )
 
     views = await _shard_views(conn, ask)
     if views is None:

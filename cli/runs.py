@@ -13,8 +13,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from conjure.cli.client import Connection
 from conjure.cli.code import run_diff
-from conjure.cli.liveness import query_with_liveness
+from conjure.cli.liveness import QUICK, query_with_liveness
 from conjure.cli.pool import ensure_pool
+from conjure.cli.recorded import recorded_status
 from conjure.infra.counters import allocate
 from conjure.infra.errors import ConflictError, NotFoundError, RunFailedError, UsageError
 from conjure.infra.logs import LogLine, LogReader
@@ -46,16 +47,23 @@ class AsyncRun:
         handle = await self._handle()
         client = await self._c.client()
 
+        async def from_history(why: str) -> tuple[RunStatus, bool]:
+            st = await recorded_status(client, handle, QUICK, why)
+            return st, not st.stale
+
         async def query() -> RunStatus:
             return await query_with_liveness(
                 client,
                 self._c.settings.control_task_queue,
                 lambda timeout: handle.query(RunWorkflow.status, rpc_timeout=timeout),
+                from_history,
             )
 
         try:
             st = await query()
-            if not st.state.final:  # its workflow may have been terminated from outside
+            # Its workflow may have been terminated from outside (a stale answer from
+            # history already says whether it closed).
+            if not st.state.final and not st.stale:
                 closed = (await handle.describe()).status
                 if closed is not None and closed != WorkflowExecutionStatus.RUNNING:
                     # Or it ended on its own between the query and the describe: the

@@ -188,6 +188,9 @@ class RunStatus(BaseModel):
     released_at: datetime | None = None
     cost: float = 0.0  # over every attempt
     attempts: list[RunAttempt] = Field(default_factory=list)  # --auto-resume runs only
+    # Set by the client, never by the workflow: why this is the state the run's history
+    # records rather than the workflow's own answer (no control worker answered).
+    stale: str = ""
 
     @property
     def created(self) -> datetime | None:

@@ -136,12 +136,17 @@ async def status(run_id: int, as_json: bool) -> None:
     c = api()
     st = await AsyncRun(c, run_id).status()
     position = None
-    if st.state == RunState.REQUESTED:
+    if st.stale:  # no worker answered: the pool would not either
+        click.echo(f"conjure: {st.stale}", err=True)
+    elif st.state == RunState.REQUESTED:
         position = (await c.queue_positions()).get(AsyncRun(c, run_id).workflow_id)
     if as_json:
         click.echo(json.dumps(_status_json(st, position), indent=2))
         return
-    click.echo(f"Run {st.run_id}: {st.state.value}" + (f" ({st.reason})" if st.reason else ""))
+    stale = " [as last recorded; possibly stale]" if st.stale else ""
+    click.echo(
+        f"Run {st.run_id}: {st.state.value}" + (f" ({st.reason})" if st.reason else "") + stale
+    )
     click.echo(f"  command:      {st.spec.command}")
     click.echo(f"  machine type: {st.spec.machine_type.name}")
     if st.spec.pipeline_id is not None:

@@ -18,9 +18,12 @@ import re
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
+import docker
 import pytest
 
 from conjure import AsyncConjure, AsyncRun
@@ -91,15 +94,15 @@ def outputs(settings: Settings, run_id: int) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-async def execute_attempts(settings: Settings, run_id: int) -> list[int]:
-    """The attempts of the run's `execute` activity that started, from its history."""
+async def execute_attempts(settings: Settings, run_id: int, name: str = "execute") -> list[int]:
+    """The attempts of the run's activity `name` that started, from its history."""
     client = await make_client(settings)
     attempts = []
     scheduled: set[int] = set()
     async for event in client.get_workflow_handle(f"run-{run_id}").fetch_history_events():
         attrs = event.activity_task_scheduled_event_attributes
         if event.HasField("activity_task_scheduled_event_attributes"):
-            if attrs.activity_type.name == "execute":
+            if attrs.activity_type.name == name:
                 scheduled.add(event.event_id)
         if event.HasField("activity_task_started_event_attributes"):
             started = event.activity_task_started_event_attributes
@@ -122,22 +125,56 @@ def wait_no_pollers(settings: Settings, timeout: float = 150) -> float:
     return asyncio.run(go())
 
 
+async def _pollers(settings: Settings) -> int:
+    return await recent_pollers(await make_client(settings), settings.control_task_queue)
+
+
 def test_worker_killed_with_runs_requested_and_running(
     faults_stack: Settings, tmp_path: Path
 ) -> None:
     """SIGKILL of the control worker while two runs run and one waits in Requested; with
-    no worker (nothing restarts it) `ls` answers from visibility and `status` fails in
-    one line; after a restart every run completes once, outputs saved once."""
+    no worker (nothing restarts it) `status` answers at once from the run's history
+    (marked stale while the dead worker's pollers still look alive; exact for a
+    finished run), then fails in one line for an open run once they look gone; `ls`
+    answers from visibility; after a restart every run completes once, outputs saved
+    once."""
+    done = submit("echo done > done.txt; exit 3", tmp_path)
+    asyncio.run(wait_for(done, lambda s: s.state.final))
     runs = [submit(f"sleep 40; echo out-{i} > out.txt; echo line-{i}", tmp_path) for i in range(3)]
     asyncio.run(wait_for(runs[0], lambda s: s.state.value == "Running"))
     asyncio.run(wait_for(runs[1], lambda s: s.state.value == "Running"))
     queued = asyncio.run(wait_for(runs[2], lambda s: s.state.value == "Requested"))
     assert queued.state.value == "Requested"
     stack.kill_for_tests(faults_stack, "worker")
-    waited = wait_no_pollers(faults_stack)
-    print(f"the dead worker's pollers went stale after {waited:.0f}s")
     # A production cluster: a Temporal address is set, so no command restarts a worker.
     production = {"CONJURE_TEMPORAL_ADDRESS": faults_stack.address}
+    # At once: the server still counts the dead worker's pollers, the query goes
+    # unanswered, and the run's history answers instead.
+    client_pollers = asyncio.run(_pollers(faults_stack))
+    st = conjure("status", str(runs[0]), env=production, timeout=60)
+    assert st.code == 0, st
+    assert st.out.splitlines()[0] == f"Run {runs[0]}: Running [as last recorded; possibly stale]"
+    assert "  command:      sleep 40; echo out-0 > out.txt; echo line-0" in st.out
+    assert "Running" in st.out.split("timeline:")[1], st.out
+    warn = [ln for ln in st.err.splitlines() if ln.strip()]
+    assert len(warn) == 1 and "did not answer within 2 s" in warn[0], st
+    js = conjure("status", "--json", str(runs[2]), env=production, timeout=60)
+    assert js.code == 0, js
+    data = json.loads(js.out)
+    assert data["state"] == "Requested" and data["stale"] and data["queue_position"] is None
+    assert [c["state"] for c in data["timeline"]] == ["Requested"]
+    fin = conjure("status", "--json", str(done), env=production, timeout=60)
+    assert fin.code == 0, fin
+    data = json.loads(fin.out)
+    assert (data["state"], data["exit_code"], data["stale"]) == ("Failed", 3, ""), data
+    assert data["outputs"] == 1
+    # The pollers looked alive all along (else this did not test the window).
+    assert client_pollers and asyncio.run(_pollers(faults_stack)), "pollers went stale early"
+    waited = wait_no_pollers(faults_stack)
+    print(f"the dead worker's pollers went stale after {waited:.0f}s")
+    fin = conjure("status", str(done), env=production, timeout=60)
+    assert fin.code == 0 and fin.out.startswith(f"Run {done}: Failed"), fin
+    assert "stale" not in fin.out + fin.err
     t0 = time.monotonic()
     listed = conjure("ls", "--json", env=production, timeout=60)
     print(f"`conjure ls --json` without a worker: {time.monotonic() - t0:.1f}s")
@@ -165,6 +202,77 @@ def test_worker_killed_with_runs_requested_and_running(
         assert (
             faults_stack.home / "store" / "runs" / str(n) / "out.txt"
         ).read_text() == f"out-{i}\n"
+
+
+def _kill_worker_at(settings: Settings) -> datetime:
+    at = datetime.now(timezone.utc)
+    stack.kill_for_tests(settings, "worker")
+    return at
+
+
+def _state_at(st: RunStatus, when: datetime) -> str:
+    """The state the run's timeline says it was in at `when`."""
+    before = [c for c in st.timeline if c.at <= when]
+    assert before, (when, st.timeline)
+    return before[-1].state.value
+
+
+def test_worker_killed_while_building_and_while_saving(
+    faults_stack: Settings, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """SIGKILL of the control worker while a run builds its environment (a pip layer no
+    cache holds), restarted, and again while the machine saves the run's 1500 outputs:
+    the build and the save go on on the machine, each once; after the restarts the run
+    completes in the image built, every file saved once with its content, no partial
+    file in the store and no build container left behind."""
+    files = 1500
+    unique = f"six!=0.0.{uuid.uuid4().int % 10**9}"  # a fresh environment, built now
+    cmd = (
+        "python -c 'import six; print(six.__version__)' && mkdir -p out && "
+        f"for i in $(seq 1 {files}); do echo file-$i > out/f$i.txt; done"
+    )
+    r = conjure("run", "--background", "--pip", unique, cmd, cwd=tmp_path)
+    assert r.code == 0, r
+    n = int(r.out.strip())
+    asyncio.run(wait_for(n, lambda s: s.state.value == "Building", timeout=120))
+    killed_building = _kill_worker_at(faults_stack)
+    up = conjure("up")
+    assert up.code == 0, up
+    saved = faults_stack.home / "store" / "runs" / str(n)
+    deadline = time.monotonic() + 240
+    while not saved.exists():  # the machine's save has begun: its first file is there
+        assert time.monotonic() < deadline, "the run never saved"
+        time.sleep(0.002)
+    killed_saving = _kill_worker_at(faults_stack)
+    up = conjure("up")
+    assert up.code == 0, up
+    final = asyncio.run(wait_for(n, lambda s: s.state.final))
+    try:
+        assert _state_at(final, killed_building) == "Building", final.timeline
+        assert _state_at(final, killed_saving) == "Saving", final.timeline
+        assert final.state.value == "Complete", final
+        assert final.image_source == "built", final
+        for step in ("ensure_environment", "save_outputs"):
+            assert asyncio.run(execute_attempts(faults_stack, n, step)) == [1], step
+        assert re.fullmatch(r"\d+\.\d+\.\d+", "".join(log_lines(faults_stack, n))), log_lines(
+            faults_stack, n
+        )
+        store = open_store(faults_stack.store, faults_stack)
+        build = [ln.text for ln in LogReader(store, n).poll() if ln.phase == "build"]
+        pip = [t for t in build if t.startswith("Step ") and "python3 -m pip install" in t]
+        assert len(pip) == 1, build  # built once
+        made = [m.group(1) for t in build if (m := re.match(r"^\s*---> Running in ([0-9a-f]+)", t))]
+        assert made, "no build container seen: the test would prove nothing"
+        left = [c for c in made if docker_client.containers.list(all=True, filters={"id": c})]
+        assert not left, f"build containers left behind: {left}"
+        assert final.outputs == files, final
+        got = outputs(faults_stack, n)
+        assert got == sorted(f"out/f{i}.txt" for i in range(1, files + 1)), got[:5]
+        for i in range(1, files + 1):
+            assert (saved / "out" / f"f{i}.txt").read_text() == f"file-{i}\n"
+    finally:
+        if final.image and final.image_source == "built":
+            docker_client.images.remove(final.image, force=True)
 
 
 def test_temporal_server_killed_mid_run(faults_stack: Settings, tmp_path: Path) -> None:
