@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
@@ -13,7 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from conjure.cli.client import Connection
 from conjure.cli.code import run_diff
-from conjure.cli.liveness import QUICK, query_with_liveness
+from conjure.cli.liveness import query_with_liveness
 from conjure.cli.pool import ensure_pool
 from conjure.cli.recorded import recorded_status
 from conjure.infra.counters import allocate
@@ -27,6 +28,9 @@ from conjure.workflows.pool_shards import pool_for_run
 from conjure.workflows.run import RunWorkflow
 from conjure.workflows.run_outcome import shown_state, status_of
 from conjure.workflows.stop_conditions import StopCondition, StopRequest
+
+# Reading a run's history needs no worker, only the server: a loaded server gets longer.
+HISTORY_DEADLINE = timedelta(seconds=5)
 
 
 class AsyncRun:
@@ -48,7 +52,7 @@ class AsyncRun:
         client = await self._c.client()
 
         async def from_history(why: str) -> tuple[RunStatus, bool]:
-            st = await recorded_status(client, handle, QUICK, why)
+            st = await recorded_status(client, handle, HISTORY_DEADLINE, why)
             return st, not st.stale
 
         async def query() -> RunStatus:

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -149,27 +150,31 @@ def test_worker_killed_with_runs_requested_and_running(
     # A production cluster: a Temporal address is set, so no command restarts a worker.
     production = {"CONJURE_TEMPORAL_ADDRESS": faults_stack.address}
     # At once: the server still counts the dead worker's pollers, the query goes
-    # unanswered, and the run's history answers instead.
+    # unanswered, and the run's history answers instead. The three calls run side by
+    # side: the dead worker's last poll may have begun up to a minute before the kill,
+    # so the window can be short on a loaded machine.
     client_pollers = asyncio.run(_pollers(faults_stack))
-    st = conjure("status", str(runs[0]), env=production, timeout=60)
+    with ThreadPoolExecutor(3) as pool:
+        st, js, fin = pool.map(
+            lambda args: conjure("status", *args, env=production, timeout=60),
+            [(str(runs[0]),), ("--json", str(runs[2])), ("--json", str(done))],
+        )
+    # The pollers looked alive all along (else this did not test the window).
+    assert client_pollers and asyncio.run(_pollers(faults_stack)), "pollers went stale early"
     assert st.code == 0, st
     assert st.out.splitlines()[0] == f"Run {runs[0]}: Running [as last recorded; possibly stale]"
     assert "  command:      sleep 40; echo out-0 > out.txt; echo line-0" in st.out
     assert "Running" in st.out.split("timeline:")[1], st.out
     warn = [ln for ln in st.err.splitlines() if ln.strip()]
     assert len(warn) == 1 and "did not answer within 2 s" in warn[0], st
-    js = conjure("status", "--json", str(runs[2]), env=production, timeout=60)
     assert js.code == 0, js
     data = json.loads(js.out)
     assert data["state"] == "Requested" and data["stale"] and data["queue_position"] is None
     assert [c["state"] for c in data["timeline"]] == ["Requested"]
-    fin = conjure("status", "--json", str(done), env=production, timeout=60)
     assert fin.code == 0, fin
     data = json.loads(fin.out)
     assert (data["state"], data["exit_code"], data["stale"]) == ("Failed", 3, ""), data
     assert data["outputs"] == 1
-    # The pollers looked alive all along (else this did not test the window).
-    assert client_pollers and asyncio.run(_pollers(faults_stack)), "pollers went stale early"
     waited = wait_no_pollers(faults_stack)
     print(f"the dead worker's pollers went stale after {waited:.0f}s")
     fin = conjure("status", str(done), env=production, timeout=60)
