@@ -1,6 +1,6 @@
 """The fault campaign's figures (issue 15), against baselines measured in the same run.
 
-    .venv/bin/python bench/faults.py [--heartbeat 5] [--runs 10] [--limit 2] [--lines 400000]
+    .venv/bin/python bench/faults.py [--heartbeat 5] [--runs 60] [--limit 4] [--lines 400000]
                                      [--status-repeat 5] [--only status]
 
 Starts its own embedded stack in a temporary CONJURE_HOME on free ports, then prints:
@@ -236,8 +236,8 @@ def _status_rows(st: dict[str, list[float]]) -> list[Row]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--heartbeat", type=float, default=5.0)
-    p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--limit", type=int, default=2)
+    p.add_argument("--runs", type=int, default=60)
+    p.add_argument("--limit", type=int, default=4)
     p.add_argument("--lines", type=int, default=400_000)
     p.add_argument("--status-repeat", type=int, default=5)
     p.add_argument("--only", choices=["status"], help="only the status-without-worker rows")
