@@ -1,4 +1,4 @@
-"""Leases the pool grants per second with many runs queued, with 1, 2 and 4 pools.
+"""Leases the pool grants per second with many runs queued, with 1, 2 and 4 pool shards.
 
     .venv/bin/python bench/lease_rate.py [--queued 1000] [--machines 64] [--shards 1,2,4]
 
@@ -9,8 +9,11 @@ work), and QUEUED probe workflows that do what a run does with its lease: signal
 (one busy machine and max_concurrent_runs = 1), so every probe is queued before the
 clock starts; then the hold is lifted and the figure is QUEUED / (last grant - lift).
 
-With N shards there are N pool workflows, each owning MACHINES/N machines, and probe
-i asks pool i mod N: what sharding the pool by machine type or hash gives.
+With N shards there are N pool workflows (`pool_shards = N`: the ids, configs and
+machine ids of workflows/pool_shards.py), each owning MACHINES/N machines, and probe
+i asks the shard `pool_for_run(i, ...)` names, as a run with id i would. The probes
+stand in for runs (a real run also prepares a workspace, runs a container and saves
+outputs on a machine, which is not what this measures); the pools are the real ones.
 
 Baseline, same run: an echo workflow that does only the message pattern (grant while
 fewer than MACHINES leases are out, take releases back) with no pool bookkeeping,
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections import deque
@@ -50,6 +54,12 @@ from conjure.workflows.models import (
     ReleaseRequest,
 )
 from conjure.workflows.pool import PoolWorkflow
+from conjure.workflows.pool_shards import (
+    new_machine_id,
+    pool_for_run,
+    shard_config,
+    shard_workflow_ids,
+)
 
 TYPE = MachineType(name="bench", vcpus=1, memory_gb=1)
 BLOCKER = "bench-blocker"
@@ -130,11 +140,13 @@ class LeaseEcho:
                 )
 
 
-def held_pool(machines: int) -> PoolInput:
+def held_pool(machines: int, k: int, shards: int) -> PoolInput:
+    """Shard k of `shards`, with its machines idle and one blocker holding its only slot."""
     now = datetime.now(timezone.utc)
+    ids = [new_machine_id("bench", k, f"{i:010x}") for i in range(machines)]
     ms = {
-        f"bench-{i}": Machine(
-            id=f"bench-{i}",
+        i: Machine(
+            id=i,
             machine_type="bench",
             provider="bench",
             task_queue="nobody",
@@ -142,29 +154,33 @@ def held_pool(machines: int) -> PoolInput:
             created=now,
             idle_since=now,
         )  # fmt: skip
-        for i in range(machines)
+        for i in ids
     }
-    ms["bench-blocker"] = Machine(id="bench-blocker", machine_type="bench", provider="bench",
-                                  task_queue="nobody", state=MachineState.BUSY, created=now,
-                                  run_workflow_id=BLOCKER)  # fmt: skip
-    config = PoolConfig(provider="bench", idle_timeout_seconds=10**7, max_concurrent_runs=1,
+    ms[BLOCKER] = Machine(id=BLOCKER, machine_type="bench", provider="bench",
+                          task_queue="nobody", state=MachineState.BUSY, created=now,
+                          run_workflow_id=BLOCKER)  # fmt: skip
+    config = PoolConfig(provider="bench", idle_timeout_seconds=10**7, max_concurrent_runs=0,
                         health_check_seconds=0, reconcile_interval_seconds=0,
-                        max_machines={"bench": machines + 1})  # fmt: skip
+                        max_machines={"bench": machines * shards + shards})  # fmt: skip
+    config = shard_config(config, k, shards, "run").model_copy(
+        update={"max_concurrent_runs": 1}  # held: the blocker has the slot
+    )
     return PoolInput(config=config, state=PoolState(machines=ms))
 
 
 async def one_rate(
     client, queue: str, queued: int, machines: int, shards: int, echo: bool
 ) -> float:  # type: ignore[no-untyped-def]
-    tag = uuid.uuid4().hex[:6]
+    base = f"bench-pool-{uuid.uuid4().hex[:6]}"
+    tag = base.removeprefix("bench-pool-")
     pools = []
-    for s in range(shards):
-        pid = f"bench-pool-{tag}-{s}"
+    for k, pid in enumerate(shard_workflow_ids(shards, base)):
         if echo:
             h = await client.start_workflow(LeaseEcho.run, EchoInput(slots=machines // shards),
                                             id=pid, task_queue=queue)  # fmt: skip
         else:
-            h = await client.start_workflow(PoolWorkflow.run, held_pool(machines // shards),
+            h = await client.start_workflow(PoolWorkflow.run,
+                                            held_pool(machines // shards, k, shards),
                                             id=pid, task_queue=queue)  # fmt: skip
         pools.append(h)
     sem = asyncio.Semaphore(16)
@@ -172,15 +188,18 @@ async def one_rate(
     async def probe(i: int):  # type: ignore[no-untyped-def]
         async with sem:
             return await client.start_workflow(
-                LeaseProbe.run, ProbeInput(pool_id=pools[i % shards].id, n=i),
+                LeaseProbe.run,
+                ProbeInput(pool_id=pool_for_run(i, "bench", shards, "run", base), n=i),
                 id=f"bench-probe-{tag}-{i}", task_queue=queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             )  # fmt: skip
 
     probes = await asyncio.gather(*(probe(i) for i in range(queued)))
     # Every probe queued before the clock starts.
-    for s, h in enumerate(pools):
-        want = len(range(s, queued, shards))
+    for h in pools:
+        want = sum(
+            1 for i in range(queued) if pool_for_run(i, "bench", shards, "run", base) == h.id
+        )
         while True:
             try:
                 n = (
@@ -192,7 +211,7 @@ async def one_rate(
                 n = -1
             if n >= want:
                 break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)
     t0 = time.time()
     for h in pools:
         if echo:
@@ -237,40 +256,73 @@ def memory_server() -> Iterator[str]:
             proc.wait()
 
 
-async def _measure(
-    address: str, queued: int, machines: int, shard_counts: list[int], repeats: int
-) -> list[Row]:
+async def _connect(address: str):  # type: ignore[no-untyped-def]
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.worker import UnsandboxedWorkflowRunner
 
     for _ in range(100):
         try:
             client = await Client.connect(address, data_converter=pydantic_data_converter)
             await client.service_client.check_health()
-            break
+            return client
         except Exception:  # not up yet
             await asyncio.sleep(0.3)
-    queue = f"bench-lease-{uuid.uuid4().hex[:6]}"
+    raise RuntimeError(f"no Temporal server at {address}")
+
+
+async def _serve(address: str, queue: str, cached: int) -> None:
+    """The worker: its own process, as a control worker is, so the clock-watching
+    client does not take the GIL from the workflows (the SDK's deadlock detector
+    fires on a starved workflow task)."""
+    from temporalio.worker import UnsandboxedWorkflowRunner
+
+    client = await _connect(address)
+    worker = Worker(client, task_queue=queue, workflows=[PoolWorkflow, LeaseProbe, LeaseEcho],
+                    workflow_runner=UnsandboxedWorkflowRunner(),
+                    max_cached_workflows=cached)  # fmt: skip
+    await worker.run()
+
+
+@contextmanager
+def worker_process(address: str, queue: str, cached: int) -> Iterator[None]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", address, queue, str(cached)],
+        start_new_session=True,
+    )
+    try:
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _measure(
+    address: str, queue: str, queued: int, machines: int, shard_counts: list[int], repeats: int
+) -> list[Row]:
+    client = await _connect(address)
     rows = []
-    async with Worker(client, task_queue=queue, workflows=[PoolWorkflow, LeaseProbe, LeaseEcho],
-                      workflow_runner=UnsandboxedWorkflowRunner(),
-                      max_cached_workflows=queued + 100):  # fmt: skip
-        for shards in shard_counts:
-            ours, base = [], []
-            for _ in range(repeats):
-                base.append(await one_rate(client, queue, queued, machines, shards, echo=True))
-                ours.append(await one_rate(client, queue, queued, machines, shards, echo=False))
-            rows.append(Row(f"leases granted per second, {queued:,} runs queued, {shards} pool "
-                            f"shard(s), {machines} machines", "leases/s", ours, base,
-                            "echo workflow(s), same signals, no bookkeeping",
-                            higher_is_better=True, goal="≥ 50/s"))  # fmt: skip
+    for shards in shard_counts:
+        ours, base = [], []
+        for _ in range(repeats):
+            base.append(await one_rate(client, queue, queued, machines, shards, echo=True))
+            ours.append(await one_rate(client, queue, queued, machines, shards, echo=False))
+            print(f"lease_rate: {shards} shard(s): pool {ours[-1]:.2f}/s, echo {base[-1]:.2f}/s",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        rows.append(Row(f"leases granted per second, {queued:,} runs queued, {shards} pool "
+                        f"shard(s), {machines} machines", "leases/s", ours, base,
+                        "echo workflow(s), same signals, no bookkeeping",
+                        higher_is_better=True, goal="≥ 50/s"))  # fmt: skip
     return rows
 
 
 def measure(queued: int, machines: int, shard_counts: list[int], repeats: int) -> list[Row]:
-    with memory_server() as address:
-        return asyncio.run(_measure(address, queued, machines, shard_counts, repeats))
+    queue = f"bench-lease-{uuid.uuid4().hex[:6]}"
+    with memory_server() as address, worker_process(address, queue, queued + 100):
+        return asyncio.run(_measure(address, queue, queued, machines, shard_counts, repeats))
 
 
 def main() -> None:
@@ -279,7 +331,13 @@ def main() -> None:
     ap.add_argument("--machines", type=int, default=64)
     ap.add_argument("--shards", default="1,2,4")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--serve", nargs=3, metavar=("ADDRESS", "QUEUE", "CACHED"),
+                    help=argparse.SUPPRESS)  # fmt: skip
     args = ap.parse_args()
+    if args.serve:
+        address, queue, cached = args.serve
+        asyncio.run(_serve(address, queue, int(cached)))
+        return
     shards = [int(s) for s in args.shards.split(",")]
     rows = measure(args.queued, args.machines, shards, args.repeats)
     print(markdown(rows))
