@@ -229,24 +229,11 @@ async def one_rate(
 
 
 @contextmanager
-def memory_server() -> Iterator[str]:
-    """A Temporal dev server of its own, its database in memory: the figure is the
-    workflows' and the worker's cost, not this machine's disk (a production cluster
-    has its own database servers)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [TEMPORAL, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-         "--ui-port", str(free_port()), "--headless", "--log-level", "error"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+def process(cmd: list[str], **kw: object) -> Iterator[None]:
+    """A process of this benchmark's, ended (SIGTERM, then SIGKILL) on the way out."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **kw)  # type: ignore[call-overload]
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
+        yield
     finally:
         proc.terminate()
         try:
@@ -254,6 +241,26 @@ def memory_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def memory_server() -> Iterator[str]:
+    """A Temporal dev server of its own, its database in memory: the figure is the
+    workflows' and the worker's cost, not this machine's disk (a production cluster
+    has its own database servers)."""
+    port = free_port()
+    with process(
+        [TEMPORAL, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
+         "--ui-port", str(free_port()), "--headless", "--log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ):  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
 
 
 async def _connect(address: str):  # type: ignore[no-untyped-def]
@@ -283,23 +290,6 @@ async def _serve(address: str, queue: str, cached: int) -> None:
     await worker.run()
 
 
-@contextmanager
-def worker_process(address: str, queue: str, cached: int) -> Iterator[None]:
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", address, queue, str(cached)],
-        start_new_session=True,
-    )
-    try:
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 async def _measure(
     address: str, queue: str, queued: int, machines: int, shard_counts: list[int], repeats: int
 ) -> list[Row]:
@@ -321,7 +311,10 @@ async def _measure(
 
 def measure(queued: int, machines: int, shard_counts: list[int], repeats: int) -> list[Row]:
     queue = f"bench-lease-{uuid.uuid4().hex[:6]}"
-    with memory_server() as address, worker_process(address, queue, queued + 100):
+    with (
+        memory_server() as address,
+        process([sys.executable, __file__, "--serve", address, queue, str(queued + 100)]),
+    ):
         return asyncio.run(_measure(address, queue, queued, machines, shard_counts, repeats))
 
 
