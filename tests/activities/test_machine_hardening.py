@@ -78,3 +78,6 @@ def test_a_second_attempt_waits_for_the_first(tmp_path: Path) -> None:
     t1.join()
     assert order == ["first in", "first out", "second in"]
     assert beats, "the waiting attempt did not heartbeat"
+    # Never without details, even on a fresh activity: the run workflow reads a re-attach
+    # whose last heartbeat has none as one that never reached a live agent.
+    assert all(d for d in beats), beats
