@@ -647,11 +647,13 @@ class MachineActivities(MachineActivityDefs):
                 detach=True,
                 **kwargs,
             )
-        except docker.errors.Conflict:  # a concurrent attempt created it first
-            return self.docker.containers.get(name)
         except docker.errors.ImageNotFound:
             raise _user_error(f"image {inp.image} is not on this machine", "NoImage") from None
         except docker.errors.APIError as e:
+            if e.status_code == 409:  # a concurrent attempt created it first
+                return self.docker.containers.get(name)
+            # (docker.errors has no Conflict: naming it turned every such error into an
+            # AttributeError)
             raise _NotStarted(f"the container could not be created: {e.explanation or e}") from None
         try:
             c.start()

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -181,6 +182,87 @@ class Host:
     def plug(self) -> None:
         _run("ip", "link", "set", self.veth_control, "up")
 
+    # --- booting a cloud machine's startup script ----------------------------------------
+
+    def boot(
+        self,
+        script: str,
+        *,
+        files: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+        name: str = "boot",
+        data_dirs: tuple[str, ...] = (),
+    ) -> Path:
+        """Run a cloud startup script here as cloud-init does at first boot: as root, from
+        a fresh state, with cloud-init's minimal environment. Returns the boot's folder;
+        its `upper/` holds every file the script wrote, `script.log` what it printed.
+
+        The machine is this host's namespace and, for its filesystem, a private mount
+        namespace in which /etc, /opt, /root, /usr and /var are overlays on this machine's
+        own (written to `upper/`, never to the real ones), /run and /tmp fresh tmpfs, and
+        `/run/docker.sock` and `/var/run/docker.sock` this host's own engine. So what the script finds present (Docker,
+        python3) it uses, and nothing it writes or installs reaches the shared machine.
+        `files` are the image's own (e.g. /root/.aws/credentials, as an instance role would
+        provide). Each of `data_dirs` is a symlink to a folder this host's engine sees
+        at the same path, as a VM's engine shares the VM's disk (the engine runs outside
+        the private mount namespace, so it would not see the overlays' files: a run's
+        workspace must be there). systemd does not run here: `systemctl` is a stand-in (the one fake) that
+        answers for docker when this host's engine answers, and for any other unit runs the
+        unit file's ExecStart with its EnvironmentFile, in the background, logging to
+        /var/log/<unit>.log, its pid in the boot folder's `<unit>.pid`."""
+        boot = self.root / name
+        (boot / "bin").mkdir(parents=True, exist_ok=True)
+        for d in ("etc", "opt", "root", "usr", "var"):
+            (boot / "upper" / d).mkdir(parents=True, exist_ok=True)
+            (boot / "work" / d).mkdir(parents=True, exist_ok=True)
+        for path, text in (files or {}).items():
+            target = boot / "upper" / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        (boot / "data").mkdir(exist_ok=True)
+        for d in data_dirs:
+            shared = boot / "data" / d.strip("/").replace("/", "_")
+            shared.mkdir(exist_ok=True)
+            link = boot / "upper" / d.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(shared)
+        (boot / "script.sh").write_text(script)
+        systemctl = boot / "bin" / "systemctl"
+        systemctl.write_text(SYSTEMCTL)
+        systemctl.chmod(0o755)
+        overlays = "\n".join(
+            f"mount -t overlay overlay -o lowerdir=/{d},upperdir={boot}/upper/{d},"
+            f"workdir={boot}/work/{d} /{d}"
+            for d in ("etc", "opt", "root", "usr", "var")
+        )
+        (boot / "machine.sh").write_text(
+            f"""set -eu
+mount --make-rprivate /
+mount --bind {boot} /mnt
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+touch /run/docker.sock
+mount --bind {self.docker_socket} /run/docker.sock  # before /var is an overlay
+{overlays}
+mount --bind /mnt/data {boot}/data  # the real folder again, below the /var overlay
+[ /var/run -ef /run ] || {{ touch /var/run/docker.sock; mount --bind /run/docker.sock /var/run/docker.sock; }}
+cd /
+exec env -i PATH=/mnt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  HOME=/root LANG=C.UTF-8 {" ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())} \
+  bash /mnt/script.sh
+"""
+        )
+        with open(boot / "script.log", "ab") as log:
+            proc = subprocess.run(
+                [*self.enter, "unshare", "--mount", "--propagation", "private",
+                 "bash", str(boot / "machine.sh")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=900,
+            )  # fmt: skip
+        if proc.returncode != 0:
+            tail = (boot / "script.log").read_text()[-3000:]
+            raise RuntimeError(f"host {self.name}: the startup script failed: {tail}")
+        return boot
+
     # --- making and unmaking ------------------------------------------------------------
 
     def _spawn(self, name: str, *cmd: str) -> subprocess.Popen[bytes]:
@@ -306,6 +388,29 @@ Subsystem sftp internal-sftp
         _run("ip", "link", "del", self.veth_control, check=False)
         _run("ip", "netns", "del", self.netns, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# systemd's stand-in for Host.boot (systemd cannot run in a namespace of a shared machine).
+SYSTEMCTL = r"""#!/bin/bash
+# systemctl [enable] [--now] UNIT | daemon-reload
+set -eu
+unit=""
+for a in "$@"; do case "$a" in enable|start|--now|--quiet) ;; daemon-reload) exit 0 ;; *) unit="$a" ;; esac; done
+unit="${unit%.service}"
+if [ "$unit" = docker ]; then
+  docker version >/dev/null && exit 0
+  echo "systemctl: docker does not answer" >&2; exit 1
+fi
+file="/etc/systemd/system/$unit.service"
+[ -f "$file" ] || { echo "systemctl: no unit $unit" >&2; exit 1; }
+envfile=$(sed -n 's/^EnvironmentFile=//p' "$file")
+exec_start=$(sed -n 's/^ExecStart=//p' "$file")
+(
+  set -a; [ -n "$envfile" ] && . "$envfile"; set +a
+  exec setsid $exec_start </dev/null >>"/var/log/$unit.log" 2>&1
+) &
+echo $! > "/mnt/$unit.pid"
+"""
 
 
 def base_image_tar(image: str = BASE_IMAGE) -> Path:

@@ -65,7 +65,9 @@ async def run_agent(settings: Settings, machine_id: str) -> None:
         machine_id,
         open_store(settings.store, settings),
         docker_client(settings),
-        settings.machines_dir / machine_id,
+        # Resolved: Docker resolves bind sources itself, and a home reached through a
+        # symlink (a data disk mounted elsewhere) must name the same files for it.
+        (settings.machines_dir / machine_id).resolve(),
         signal_workflow=workflow_signaller(client, loop),
     )
     with ThreadPoolExecutor(max_workers=32) as executor:

@@ -109,6 +109,8 @@ def agent_env(settings: Settings) -> dict[str, str]:
         "CONJURE_BASE_IMAGE": settings.base_image,
         "CONJURE_BASE_IMAGE_PULL": "true",
     }
+    if settings.s3_endpoint_url:  # an S3-compatible store (MinIO, R2): the machine needs it too
+        env["CONJURE_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
     if settings.temporal_tls or settings.temporal_tls_cert or settings.temporal_api_key:
         env["CONJURE_TEMPORAL_TLS"] = "true"
     if settings.temporal_tls_ca:
