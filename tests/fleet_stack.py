@@ -25,6 +25,7 @@ from conjure.infra.providers import ssh
 from conjure.infra.temporal import make_client
 from conjure.workflows.models import RunState
 from tests import emulators
+from tests.cli.test_run_e2e import git
 from tests.conftest import conjure, running_stack, stack_env
 from tests.hosts import ROOT, Host, make_hosts
 
@@ -58,6 +59,29 @@ def _creds() -> dict[str, str]:
 
 def _entry(settings: Settings, h: Host):  # type: ignore[no-untyped-def]
     return next(e for e in settings.ssh_hosts if e.host == h.address)
+
+
+# The run container's own addresses (host network: the host's), by SIOCGIFADDR.
+WHERE = """import fcntl, socket, struct
+for _, name in socket.if_nameindex():
+    if name != "lo":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        packed = struct.pack("256s", name.encode())
+        print(socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, packed)[20:24]))
+"""
+
+
+def project(tmp: Path) -> Path:
+    """A committed project with where.py (prints the container's addresses) and hello.txt."""
+    proj = tmp / "proj"
+    proj.mkdir(exist_ok=True)
+    (proj / "hello.txt").write_text("hi\n")
+    (proj / "where.py").write_text(WHERE)
+    if not (proj / ".git").exists():
+        git(proj, "init", "-q")
+        git(proj, "add", ".")
+        git(proj, "commit", "-q", "-m", "fleet")
+    return proj
 
 
 @contextmanager

@@ -56,8 +56,8 @@ from conjure.workflows.activity_defs import MachineActivityDefs
 from conjure.workflows.keys import machine_task_queue
 from conjure.workflows.models import MachineInfo, MachineReadyInput, RunState
 from tests import emulators
-from tests.cli.test_run_e2e import git
 from tests.conftest import free_port
+from tests.fleet_stack import project
 from tests.hosts import ROOT, Host, make_hosts, missing_tools
 
 pytestmark = [
@@ -66,14 +66,6 @@ pytestmark = [
 ]
 
 DATA = ("/var/lib/conjure",)  # the agent's home (CONJURE_HOME), on the "data disk"
-
-WHERE = """import fcntl, socket, struct
-for _, name in socket.if_nameindex():
-    if name != "lo":
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        packed = struct.pack("256s", name.encode())
-        print(socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, packed)[20:24]))
-"""
 
 
 @dataclass
@@ -227,12 +219,7 @@ def _booted(boot: Path, machine_id: str) -> None:
 
 
 def test_aws_user_data_boots_a_machine_that_serves_a_run(cloud: Cloud, tmp_path: Path) -> None:
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    (proj / "where.py").write_text(WHERE)
-    git(proj, "init", "-q")
-    git(proj, "add", ".")
-    git(proj, "commit", "-q", "-m", "cloud")
+    proj = project(tmp_path)
     ec2 = boto3.client("ec2", endpoint_url=cloud.endpoint, **_boto(emulators.S3_CREDENTIALS))
 
     async def go():  # type: ignore[no-untyped-def]

@@ -21,9 +21,15 @@ from conjure.infra import stack
 from conjure.infra.processes import process_command
 from conjure.infra.temporal import make_client
 from conjure.workflows.models import RunState, RunStatus
-from tests.cli.test_run_e2e import git
 from tests.conftest import conjure
-from tests.fleet_stack import Fleet, activity_outcomes, fleet_stack, host_line, until
+from tests.fleet_stack import (
+    Fleet,
+    activity_outcomes,
+    fleet_stack,
+    host_line,
+    project,
+    until,
+)
 from tests.hosts import missing_tools
 
 pytestmark = [
@@ -34,32 +40,11 @@ pytestmark = [
 HEARTBEAT = 6.0
 N = int(os.environ.get("CONJURE_FLEET_RUNS", "30"))
 
-# The run container's own addresses (host network: the host's), by SIOCGIFADDR.
-WHERE = """import fcntl, socket, struct
-for _, name in socket.if_nameindex():
-    if name != "lo":
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        packed = struct.pack("256s", name.encode())
-        print(socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, packed)[20:24]))
-"""
-
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     with fleet_stack(tmp_path_factory.mktemp("fleet"), heartbeat=HEARTBEAT) as f:
         yield f
-
-
-def _project(tmp: Path) -> Path:
-    proj = tmp / "proj"
-    proj.mkdir(exist_ok=True)
-    (proj / "hello.txt").write_text("hi\n")
-    (proj / "where.py").write_text(WHERE)
-    if not (proj / ".git").exists():
-        git(proj, "init", "-q")
-        git(proj, "add", ".")
-        git(proj, "commit", "-q", "-m", "fleet")
-    return proj
 
 
 async def _runs(fleet: Fleet, proj: Path, n: int, command: str) -> list:  # type: ignore[type-arg]
@@ -69,7 +54,7 @@ async def _runs(fleet: Fleet, proj: Path, n: int, command: str) -> list:  # type
 
 
 def test_thirty_runs_over_three_hosts(fleet: Fleet, tmp_path: Path) -> None:
-    proj = _project(tmp_path)
+    proj = project(tmp_path)
     t0 = time.monotonic()
     cmd = "python3 where.py > where.txt && cat where.txt hello.txt"
     statuses = asyncio.run(_runs(fleet, proj, N, cmd))
@@ -107,7 +92,7 @@ def test_two_control_workers_one_killed(fleet: Fleet, tmp_path: Path) -> None:
     stack's is SIGKILLed while 30 runs are in flight. Every run ends Complete, its
     command ran once (one execute attempt, its line once in its log), its outputs were
     saved once (one save_outputs), and no machine is left held or with a container."""
-    proj = _project(tmp_path)
+    proj = project(tmp_path)
     log = open(tmp_path / "worker2.log", "ab")
     second = subprocess.Popen(
         process_command("worker"), stdout=log, stderr=log, stdin=subprocess.DEVNULL
@@ -160,7 +145,7 @@ def test_two_control_workers_one_killed(fleet: Fleet, tmp_path: Path) -> None:
 
 
 def test_stop_and_kill_a_remote_run(fleet: Fleet, tmp_path: Path) -> None:
-    proj = _project(tmp_path)
+    proj = project(tmp_path)
 
     async def go() -> tuple:  # type: ignore[type-arg]
         c = AsyncConjure(fleet.settings)
@@ -183,7 +168,7 @@ def test_stop_and_kill_a_remote_run(fleet: Fleet, tmp_path: Path) -> None:
 
 
 def test_unplugged_host_interrupts_its_run_and_comes_back(fleet: Fleet, tmp_path: Path) -> None:
-    proj = _project(tmp_path)
+    proj = project(tmp_path)
 
     async def go():  # type: ignore[no-untyped-def]
         c = AsyncConjure(fleet.settings)
@@ -237,7 +222,7 @@ def test_a_host_that_cannot_serve_is_one_line(
     fleet: Fleet, tmp_path: Path, machine_type: str, user_port: tuple[str, str], line: str
 ) -> None:
     label = f"{user_port[0]}@{fleet.hosts[0].address}{user_port[1]}"
-    r = conjure("run", "-t", machine_type, "true", cwd=_project(tmp_path))
+    r = conjure("run", "-t", machine_type, "true", cwd=project(tmp_path))
     assert r.code != 0 and "Traceback" not in r.err, r
     assert "no machine: " in r.err and f"ssh host {label}: {line}" in r.err, r
     listed = conjure("machines").out
