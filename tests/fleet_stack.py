@@ -19,6 +19,7 @@ from pathlib import Path
 
 import boto3
 import tomli_w
+from temporalio.client import Client
 
 from conjure.infra.config import Settings
 from conjure.infra.providers import ssh
@@ -149,12 +150,12 @@ def host_line(fleet: Fleet, host: Host) -> str:
 
 
 async def activity_outcomes(
-    settings: Settings, run_id: int, name: str
+    settings: Settings, run_id: int, name: str, client: Client | None = None
 ) -> list[tuple[str, list[int], bool]]:
     """Each activity `name` the run scheduled, from its history: how it ended (its
     timeout type, or the event's kind), the attempts that started, and whether the
     last heartbeat carried details (the machine answered at least once)."""
-    client = await make_client(settings)
+    client = client or await make_client(settings)
     found: dict[int, tuple[str, list[int], bool]] = {}
     async for event in client.get_workflow_handle(f"run-{run_id}").fetch_history_events():
         if event.HasField("activity_task_scheduled_event_attributes"):

@@ -18,7 +18,9 @@ import pytest
 from conjure import AsyncConjure
 from conjure.cli.liveness import recent_pollers
 from conjure.infra import stack
+from conjure.infra.logs import LogReader
 from conjure.infra.processes import process_command
+from conjure.infra.store import open_store
 from conjure.infra.temporal import make_client
 from conjure.workflows.models import RunState, RunStatus
 from tests.conftest import conjure
@@ -127,14 +129,24 @@ def test_two_control_workers_one_killed(fleet: Fleet, tmp_path: Path) -> None:
     assert N - done >= N // 2, f"only {N - done} runs were in flight"
     bad = [s for s in statuses if s.state != RunState.COMPLETE]
     assert not bad, bad
-    for s in statuses:
+    store = open_store(fleet.settings.store, fleet.settings)
+
+    async def histories() -> list[tuple[list, list]]:  # type: ignore[type-arg]
+        client = await make_client(fleet.settings)
+        return [
+            (
+                await activity_outcomes(fleet.settings, s.run_id, "execute", client),
+                await activity_outcomes(fleet.settings, s.run_id, "save_outputs", client),
+            )
+            for s in statuses
+        ]
+
+    for s, (history, saves) in zip(statuses, asyncio.run(histories()), strict=True):
         body = fleet.s3.get_object(Bucket="store", Key=f"team/runs/{s.run_id}/out.txt")
         assert body["Body"].read().decode() == f"ran-{s.run_id}\n"
-        lines = [ln for ln in conjure("logs", str(s.run_id)).out.splitlines() if "ran-" in ln]
+        lines = [ln.text for ln in LogReader(store, s.run_id).poll() if ln.stream == "o"]
         assert lines == [f"ran-{s.run_id}"], (s.run_id, lines)
-        history = asyncio.run(activity_outcomes(fleet.settings, s.run_id, "execute"))
         assert history == [("completed", [1], False)], (s.run_id, history)
-        saves = asyncio.run(activity_outcomes(fleet.settings, s.run_id, "save_outputs"))
         assert [o for o, _, _ in saves] == ["completed"], (s.run_id, saves)
     # No machine left held: each host's one machine idle again, none provisioned twice.
     listed = json.loads(conjure("machines", "--json").out)
