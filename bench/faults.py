@@ -196,16 +196,22 @@ async def status_without_worker(settings, work: str, repeat: int) -> dict[str, l
                                                    "gone_done")}  # fmt: skip
     for _ in range(repeat):
         out["live"].append(_status_once(n, prod, 0)[0])
+    client = await make_client(settings)
+    # A workflow task just before the kill: the worker's last poll is fresh, so the
+    # server counts it alive for about POLLER_FRESH_SECONDS after the kill.
+    submit("true", work)
+    await asyncio.sleep(1)
     stack.kill_for_tests(settings, "worker")
     killed = time.monotonic()
-    client = await make_client(settings)
     for _ in range(repeat):
+        if not await recent_pollers(client, settings.control_task_queue):
+            break
         took, err = _status_once(n, prod, 0)
         if "possibly stale" not in err:
             raise SystemExit(f"not the stale answer: {err!r}")
         out["window"].append(took)
         out["window_done"].append(_status_once(done, prod, 0)[0])
-    if not await recent_pollers(client, settings.control_task_queue):
+    if not out["window"] or not await recent_pollers(client, settings.control_task_queue):
         raise SystemExit("the pollers went stale before the window was measured")
     print(f"window measured {time.monotonic() - killed:.0f}s after the kill", flush=True)
     while await recent_pollers(client, settings.control_task_queue):
