@@ -173,7 +173,9 @@ def _status_once(run_id: int, env: dict[str, str], expect_code: int) -> tuple[fl
     )  # fmt: skip
     took = time.perf_counter() - t0
     if proc.returncode != expect_code:
-        raise SystemExit(f"status {run_id}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+        raise SystemExit(
+            f"status {run_id}: exit {proc.returncode}, not {expect_code}\n{proc.stdout}{proc.stderr}"
+        )
     return took, proc.stderr.strip()
 
 
@@ -194,6 +196,7 @@ async def status_without_worker(settings, work: str, repeat: int) -> dict[str, l
     prod = {"CONJURE_TEMPORAL_ADDRESS": settings.address}  # no command restarts a worker
     out: dict[str, list[float]] = {k: [] for k in ("live", "window", "window_done", "gone",
                                                    "gone_done")}  # fmt: skip
+    print("status: the live worker's baseline", flush=True)
     for _ in range(repeat):
         out["live"].append(_status_once(n, prod, 0)[0])
     client = await make_client(settings)
@@ -203,6 +206,7 @@ async def status_without_worker(settings, work: str, repeat: int) -> dict[str, l
     await asyncio.sleep(1)
     stack.kill_for_tests(settings, "worker")
     killed = time.monotonic()
+    print("status: the worker SIGKILLed", flush=True)
     for _ in range(repeat):
         if not await recent_pollers(client, settings.control_task_queue):
             break

@@ -30,8 +30,7 @@ T = TypeVar("T")
 # The first try's deadline: a live worker answers a query in milliseconds.
 QUICK = timedelta(seconds=2)
 # A query not answered by then has the task queue's pollers looked up (and the run's
-# history read) beside it: a missing worker is known at once, and a stale answer is
-# ready by QUICK.
+# history read) beside it, so that the fallback is ready when QUICK passes.
 EARLY = 0.5
 # A live, idle worker renews its long poll at least this often (the server's one-minute
 # long-poll expiry, plus slack): a poller not seen for longer is gone.
@@ -103,7 +102,8 @@ async def query_with_liveness(
     `recorded(why)`, when given, answers without a worker (from the history): it gives
     (answer, exact), the answer marked with `why` when it is not exact. A query not
     answered within EARLY has the pollers looked up and the history read beside it.
-    No worker polling: an exact answer, else NoControlWorker at once. Pollers that look
+    When it times out (QUICK) and no worker polls: an exact answer from the history,
+    else NoControlWorker. Pollers that look
     alive but no answer within QUICK (a busy worker, or one dead for less than
     POLLER_FRESH_SECONDS: the server cannot tell yet): the recorded answer, rather than
     waiting for a worker that may never come."""
@@ -132,14 +132,14 @@ async def query_with_liveness(
                 return answer
         raise no_worker
 
+    pollers: asyncio.Future[int] | None = None
     try:
-        alive: int | None = None
         await asyncio.wait({query}, timeout=EARLY)
         if not query.done():
+            # Looked up beside the query, but acted on only once it timed out: a busy
+            # live worker may still answer, and a loaded server can miss its pollers.
             read_history()
-            alive = await _alive(client, task_queue)
-            if not alive:
-                return await without_worker()
+            pollers = asyncio.ensure_future(_alive(client, task_queue))
         try:
             return await query
         except RPCError as e:
@@ -147,8 +147,7 @@ async def query_with_liveness(
                 return await without_worker()
             if not _timed_out(e):
                 raise
-        if alive is None:
-            alive = await _alive(client, task_queue)
+        alive = await (pollers or _alive(client, task_queue))
         if not alive:
             return await without_worker()
         h = read_history()
@@ -162,7 +161,7 @@ async def query_with_liveness(
                     f"{e.message}"
                 ) from None
     finally:
-        for f in (query, history):
+        for f in (query, history, pollers):
             if f is None:
                 continue
             if not f.done():
