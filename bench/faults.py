@@ -33,6 +33,7 @@ import time
 
 from common import CONJURE, Row, bench_stack, load_note, markdown, sh
 
+STALE_ANSWERS: list[int] = []  # window samples answered from history (the rest: the error)
 ON_MACHINE = {"Building", "Mounting", "Running", "Saving", "Pushing"}
 
 
@@ -164,7 +165,9 @@ async def flood(settings, work: str, lines: int) -> tuple[float, float, list[int
     return base, peak, attempts, noted, lines - kept
 
 
-def _status_once(run_id: int, env: dict[str, str], expect_code: int) -> tuple[float, str]:
+def _status_once(
+    run_id: int, env: dict[str, str], expect_code: int | tuple[int, ...]
+) -> tuple[float, str]:
     """Wall time of one whole `conjure status` process, and its stderr."""
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -172,7 +175,8 @@ def _status_once(run_id: int, env: dict[str, str], expect_code: int) -> tuple[fl
         stdin=subprocess.DEVNULL, env={**os.environ, **env},
     )  # fmt: skip
     took = time.perf_counter() - t0
-    if proc.returncode != expect_code:
+    codes = expect_code if isinstance(expect_code, tuple) else (expect_code,)
+    if proc.returncode not in codes:
         raise SystemExit(
             f"status {run_id}: exit {proc.returncode}, not {expect_code}\n{proc.stdout}{proc.stderr}"
         )
@@ -210,9 +214,13 @@ async def status_without_worker(settings, work: str, repeat: int) -> dict[str, l
     for _ in range(repeat):
         if not await recent_pollers(client, settings.control_task_queue):
             break
-        took, err = _status_once(n, prod, 0)
-        if "possibly stale" not in err:
-            raise SystemExit(f"not the stale answer: {err!r}")
+        # The stale answer from history, or (when the server itself says it saw no
+        # poller for the run's query) the one-line error: either within the goal.
+        took, err = _status_once(n, prod, (0, 1))
+        if "possibly stale" in err:
+            STALE_ANSWERS.append(1)
+        elif "no control worker is polling" not in err:
+            raise SystemExit(f"neither the stale answer nor the error: {err!r}")
         out["window"].append(took)
         out["window_done"].append(_status_once(done, prod, 0)[0])
     if not out["window"] or not await recent_pollers(client, settings.control_task_queue):
@@ -232,8 +240,10 @@ async def status_without_worker(settings, work: str, repeat: int) -> dict[str, l
 def _status_rows(st: dict[str, list[float]]) -> list[Row]:
     live = st["live"]
     return [
-        Row("`status`, open run, worker SIGKILLed, pollers still fresh (stale answer)", "s",
-            st["window"], live, "`status` with a live worker", goal="≤ 3 s"),
+        Row("`status`, open run, worker SIGKILLed, pollers still fresh", "s",
+            st["window"], live, "`status` with a live worker", goal="≤ 3 s",
+            note=f"{len(STALE_ANSWERS)} of {len(st['window'])} answered from history "
+            "(marked stale), the rest the one-line error"),
         Row("`status`, finished run, worker SIGKILLed, pollers still fresh", "s",
             st["window_done"], live, "`status` with a live worker", goal="≤ 3 s"),
         Row("`status`, open run, pollers stale (one-line error, exit 1)", "s",
@@ -250,8 +260,16 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=4)
     p.add_argument("--lines", type=int, default=400_000)
     p.add_argument("--status-repeat", type=int, default=5)
-    p.add_argument("--only", choices=["status"], help="only the status-without-worker rows")
+    p.add_argument("--only", choices=["status", "limit"], help="only these rows")
     args = p.parse_args()
+    if args.only == "limit":
+        with bench_stack(CONJURE_MAX_CONCURRENT_RUNS=str(args.limit)) as (settings, work):
+            most = asyncio.run(limit_peak(work, args.runs))
+        print(markdown([Row(f"most runs on machines at once ({args.runs} runs, 2 submitters)",
+                            "runs", [float(most)], [float(args.limit)], "max_concurrent_runs",
+                            goal="≤ 1.0 x")]))  # fmt: skip
+        print(f"\n{load_note()}")
+        return
     if args.only == "status":
         with bench_stack() as (settings, work):
             st = asyncio.run(status_without_worker(settings, work, args.status_repeat))
