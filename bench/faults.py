@@ -92,38 +92,54 @@ async def interrupted(settings, work: str, heartbeat: float) -> float:  # type: 
 
 
 async def limit_peak(work: str, runs: int) -> int:
+    """Watched from the first submission on (submitting 60 runs takes longer than
+    running them), asking only runs not yet final; each run sleeps 3 s so that a
+    round of questions sees it on its machine."""
     from conjure import AsyncConjure, AsyncRun
 
+    cmd = "sleep 3; echo ok"
     ids: list[int] = []
     lock = threading.Lock()
 
     def cli() -> None:
         for _ in range(runs // 2):
-            n = submit("sleep 1; echo ok", work)
+            n = submit(cmd, work)
             with lock:
                 ids.append(n)
 
+    async def api_submit() -> None:
+        sub = AsyncConjure()
+        for _ in range(runs - runs // 2):
+            r = await sub.run(cmd, cwd=work)
+            with lock:
+                ids.append(r.id)
+
+    async def watch() -> int:
+        c = _api()
+        peak = 0
+        final: dict[int, str] = {}
+        while True:
+            with lock:
+                known = list(ids)
+            states = dict(final)
+            for n in known:
+                if n not in final:
+                    states[n] = (await AsyncRun(c, n).status()).state.value
+                    if states[n] in ("Complete", "Failed", "Stopped", "Killed", "Interrupted"):
+                        final[n] = states[n]
+            peak = max(peak, sum(1 for s in states.values() if s in ON_MACHINE))
+            if len(final) == runs:
+                bad = [s for s in final.values() if s != "Complete"]
+                if bad:
+                    raise SystemExit(f"runs ended {bad}")
+                return peak
+            await asyncio.sleep(0.1)
+
     t = threading.Thread(target=cli)
     t.start()
-    sub = AsyncConjure()
-    for _ in range(runs - runs // 2):
-        r = await sub.run("sleep 1; echo ok", cwd=work)
-        with lock:
-            ids.append(r.id)
+    peak, _ = await asyncio.gather(watch(), api_submit())
     t.join()
-    c = _api()
-    peak = 0
-    while True:
-        states = [(await AsyncRun(c, n).status()).state.value for n in list(ids)]
-        peak = max(peak, sum(1 for s in states if s in ON_MACHINE))
-        if len(states) == runs and all(
-            s in ("Complete", "Failed", "Stopped", "Killed", "Interrupted") for s in states
-        ):
-            bad = [s for s in states if s != "Complete"]
-            if bad:
-                raise SystemExit(f"runs ended {bad}")
-            return peak
-        await asyncio.sleep(0.2)
+    return peak
 
 
 async def flood(settings, work: str, lines: int) -> tuple[float, float, list[int], int, int]:  # type: ignore[no-untyped-def]
