@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -50,6 +51,39 @@ def aio(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         return asyncio.run(fn(*args, **kwargs))
 
     return wrapper
+
+
+T = TypeVar("T")
+
+
+async def until_interrupted(work: Coroutine[Any, Any, T]) -> T:
+    """`work`, or KeyboardInterrupt as soon as ^C comes, whatever `work` is awaiting.
+
+    asyncio.run turns ^C into a cancellation of the command's task, and an await deep in
+    a client library can take that cancellation for its own (an RPC ending CANCELLED,
+    caught as a failed call) and go on: the ^C would be lost and the command follow the
+    run to its end. Here ^C is a signal handler's event that the command waits on beside
+    `work`, so no library code stands between them."""
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        return await work
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(interrupted.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.wait({task}, timeout=2)  # let it close what it holds, not longer
+        raise KeyboardInterrupt
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
 
 
 def say_started(c: AsyncConjure) -> None:

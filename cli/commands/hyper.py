@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from conjure.cli.commands.common import aio, api, fmt_time, info, say_started, warn
+from conjure.cli.commands.common import (
+    aio,
+    api,
+    fmt_time,
+    info,
+    say_started,
+    until_interrupted,
+    warn,
+)
 from conjure.cli.commands.flags import FLAGS, run_flags, run_kwargs
 
 if TYPE_CHECKING:
@@ -158,7 +166,7 @@ async def _start(kind: str, command: tuple[str, ...], num_runs: int, seed: int |
         return
     info(f"✨ Stop following with ^C (the search goes on; `conjure hyper status {h.id}`)")
     try:
-        final = await follow(h)
+        final = await until_interrupted(follow(h))
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
     sys.exit(0 if final.state == HyperState.COMPLETE else 1)

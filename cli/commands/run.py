@@ -20,6 +20,7 @@ from conjure.cli.commands.common import (
     fmt_duration,
     info,
     say_started,
+    until_interrupted,
     warn,
 )
 from conjure.cli.commands.flags import run_flags, run_kwargs
@@ -91,7 +92,7 @@ async def follow_or_detach(c: AsyncConjure, handle: AsyncRun, background: bool) 
         return
     info("✨ Stop viewing logs with ^C (the run goes on)")
     try:
-        status = await follow_run(handle)
+        status = await until_interrupted(follow_run(handle))
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
     sys.exit(exit_code(status))

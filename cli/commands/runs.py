@@ -20,6 +20,7 @@ from conjure.cli.commands.common import (
     fmt_duration,
     fmt_time,
     info,
+    until_interrupted,
 )
 
 if TYPE_CHECKING:
@@ -229,8 +230,12 @@ async def logs(run_id: int, follow: bool) -> None:
     from conjure.cli.runs import AsyncRun
 
     run = AsyncRun(api(), run_id)
-    async for line in run.logs(follow=follow):
-        emit_log(line)
+
+    async def show() -> None:
+        async for line in run.logs(follow=follow):
+            emit_log(line)
+
+    await until_interrupted(show())
 
 
 @click.command()
