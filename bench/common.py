@@ -26,7 +26,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.conftest import free_port, running_stack, stack_env, wait_for_starts  # noqa: E402, F401
+from tests.conftest import (  # noqa: E402, F401
+    RunningPrograms,
+    free_port,
+    running_stack,
+    stack_env,
+    wait_for_starts,
+)
 
 CONJURE = str(Path(sys.executable).parent / "conjure")
 TEMPORAL = str(Path(sys.executable).parent / "temporal")

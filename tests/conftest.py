@@ -49,6 +49,43 @@ async def wait_for_starts(address: str, timeout: float = 60) -> Client:
             await asyncio.sleep(0.3)
 
 
+class RunningPrograms:
+    """The most run containers of one stack's machines that Docker reported running at
+    the same instant, sampled every `every` seconds on a thread until stopped: programs
+    really running at once, not run states read one after another."""
+
+    def __init__(self, settings: Settings, every: float = 0.05) -> None:
+        import threading
+
+        self.settings = settings
+        self.every = every
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> RunningPrograms:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        engine = docker.from_env()
+        try:
+            while not self._stop.is_set():
+                ours = {rec.machine_id for rec in local.list_instances(self.settings)}
+                running = engine.containers.list(
+                    filters={"label": "org.conjure.run", "status": "running"}
+                )
+                n = sum(1 for c in running if c.labels.get(local.MACHINE_LABEL) in ours)
+                self.peak = max(self.peak, n)
+                self._stop.wait(self.every)
+        finally:
+            engine.close()
+
+
 def stack_env(home: Path, **extra: str) -> dict[str, str]:
     env = {
         "CONJURE_HOME": str(home),
