@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import requests
 
 from conjure.activities.resources import MountError, mount_all, mount_writes
 from conjure.cli import resources
@@ -132,6 +133,22 @@ def test_unsafe_keys_refused(backend: Settings, tmp_path: Path, key: str) -> Non
         st.get_tree(key, tmp_path / "d") if key else st.put_tree(tmp_path, key)
 
 
+def _plant(st: Store, settings: Settings, name: str) -> None:
+    """Write an object under a name the store would never write. GCS by one plain upload
+    request: gcsfs retries a refusal six times with backoff (half a minute)."""
+    if settings.gcs_endpoint_url:
+        bucket, _, prefix = st.root.partition("/")
+        r = requests.post(
+            f"{settings.gcs_endpoint_url}/upload/storage/v1/b/{bucket}/o",
+            params={"uploadType": "media", "name": f"{prefix}/{name}".lstrip("/")},
+            data=b"evil",
+            timeout=10,
+        )
+        r.raise_for_status()
+        return
+    st.fs.pipe_file(f"{st.root}/{name}", b"evil")
+
+
 def test_planted_names_never_leave_the_prefix(backend: Settings, tmp_path: Path) -> None:
     """An object named with '..' (a bucket can hold one), or a link planted in a local
     store, is skipped by listings and never written outside the destination."""
@@ -147,7 +164,7 @@ def test_planted_names_never_leave_the_prefix(backend: Settings, tmp_path: Path)
             st.read_bytes("uploads/linkdir/secret")
     else:
         try:
-            st.fs.pipe_file(f"{st.root}/uploads/plant/../../../escaped", b"evil")
+            _plant(st, backend, "uploads/plant/../../../escaped")
         except Exception:
             pass  # the backend refused the name itself: fine too
     keys = [e.key for e in st.walk("uploads/plant")]
