@@ -78,6 +78,8 @@ async def until_interrupted(work: Coroutine[Any, Any, T]) -> T:
             return task.result()
         task.cancel()
         await asyncio.wait({task}, timeout=2)  # let it close what it holds, not longer
+        if task.done() and not task.cancelled():
+            task.exception()  # what it ended with no longer matters: retrieved, not logged
         raise KeyboardInterrupt
     finally:
         loop.remove_signal_handler(signal.SIGINT)
