@@ -31,6 +31,7 @@ from tests.conftest import (  # noqa: E402, F401
     free_port,
     running_stack,
     stack_env,
+    submit_from_two,
     wait_for_starts,
 )
 

@@ -29,10 +29,10 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
+from pathlib import Path
 
-from common import CONJURE, Row, RunningPrograms, bench_stack, load_note, markdown, sh
+from common import CONJURE, Row, bench_stack, load_note, markdown, sh, submit_from_two
 
 STALE_ANSWERS: list[int] = []  # window samples answered from history (the rest: the error)
 
@@ -91,39 +91,11 @@ async def interrupted(settings, work: str, heartbeat: float) -> float:  # type: 
     return took
 
 
-async def limit_peak(settings, work: str, runs: int) -> int:  # type: ignore[no-untyped-def]
-    """The most programs Docker reported running at the same instant (tests/conftest.py
-    RunningPrograms) while RUNS runs, half from the CLI and half from the Python API,
-    went through; each sleeps 3 s."""
-    from conjure import AsyncConjure, AsyncRun
-
-    cmd = "sleep 3; echo ok"
-    ids: list[int] = []
-    lock = threading.Lock()
-
-    def cli() -> None:
-        for _ in range(runs // 2):
-            n = submit(cmd, work)
-            with lock:
-                ids.append(n)
-
-    async def api_submit() -> None:
-        sub = AsyncConjure()
-        for _ in range(runs - runs // 2):
-            r = await sub.run(cmd, cwd=work)
-            with lock:
-                ids.append(r.id)
-
-    with RunningPrograms(settings) as programs:
-        t = threading.Thread(target=cli)
-        t.start()
-        await api_submit()
-        t.join()
-        c = _api()
-        bad = [s for n in ids if (s := (await AsyncRun(c, n).wait()).state.value) != "Complete"]
-        if bad:
-            raise SystemExit(f"runs ended {bad}")
-    return programs.peak
+def limit_peak(settings, work: str, runs: int) -> int:  # type: ignore[no-untyped-def]
+    """The most programs Docker reported running at the same instant while RUNS runs of
+    `sleep 3`, half from the CLI and half from the Python API, went through (the suite's
+    tests/conftest.py submit_from_two)."""
+    return submit_from_two(settings, "sleep 3; echo ok", runs, Path(work))[1]
 
 
 async def flood(settings, work: str, lines: int) -> tuple[float, float, list[int], int, int]:  # type: ignore[no-untyped-def]
@@ -264,7 +236,7 @@ def main() -> None:
     args = p.parse_args()
     if args.only == "limit":
         with bench_stack(CONJURE_MAX_CONCURRENT_RUNS=str(args.limit)) as (settings, work):
-            most = asyncio.run(limit_peak(settings, work, args.runs))
+            most = limit_peak(settings, work, args.runs)
         print(markdown([Row(f"most programs running at once ({args.runs} runs, 2 submitters)",
                             "runs", [float(most)], [float(args.limit)], "max_concurrent_runs",
                             goal="≤ 1.0 x")]))  # fmt: skip
@@ -284,7 +256,7 @@ def main() -> None:
     ) as (settings, work):
         base, peak, attempts, noted, missing = asyncio.run(flood(settings, work, args.lines))
         took = asyncio.run(interrupted(settings, work, args.heartbeat))
-        most = asyncio.run(limit_peak(settings, work, args.runs))
+        most = limit_peak(settings, work, args.runs)
         st = asyncio.run(status_without_worker(settings, work, args.status_repeat))
     rows = [
         Row("time to Interrupted (agent SIGKILLed)", "s", [took], [args.heartbeat],

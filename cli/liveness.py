@@ -28,7 +28,7 @@ from conjure.infra.errors import UnreachableError
 T = TypeVar("T")
 
 # The first try's deadline: a live worker answers a query in milliseconds.
-QUICK = timedelta(seconds=2)
+QUICK = timedelta(seconds=1.5)
 # A query not answered by then has the task queue's pollers looked up (and the run's
 # history read) beside it, so that the fallback is ready when QUICK passes.
 EARLY = 0.5

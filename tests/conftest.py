@@ -60,6 +60,7 @@ class RunningPrograms:
         self.settings = settings
         self.every = every
         self.peak = 0
+        self.error: Exception | None = None  # what ended the sampling early
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -70,20 +71,70 @@ class RunningPrograms:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        if self.error is not None and exc[0] is None:
+            raise AssertionError(f"sampling Docker failed, the peak is partial: {self.error!r}")
 
     def _sample(self) -> None:
         engine = docker.from_env()
         try:
             while not self._stop.is_set():
                 ours = {rec.machine_id for rec in local.list_instances(self.settings)}
-                running = engine.containers.list(
+                # One list call (no inspect per container: one may be gone by then).
+                running = engine.api.containers(
                     filters={"label": "org.conjure.run", "status": "running"}
                 )
-                n = sum(1 for c in running if c.labels.get(local.MACHINE_LABEL) in ours)
+                n = sum(1 for c in running if c["Labels"].get(local.MACHINE_LABEL) in ours)
                 self.peak = max(self.peak, n)
                 self._stop.wait(self.every)
+        except Exception as e:
+            self.error = e
         finally:
             engine.close()
+
+
+def submit_from_two(settings: Settings, cmd: str, runs: int, cwd: Path) -> tuple[list[int], int]:
+    """RUNS runs of `cmd` submitted at the same time by two submitters, half through the
+    `conjure run --background` command (three at a time) and half through the Python API,
+    each waited for until final: (their ids, the most programs running at once)."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conjure import AsyncConjure, AsyncRun
+
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def one_from_cli(_: int) -> None:
+        r = conjure("run", "--background", cmd, cwd=cwd)
+        assert r.code == 0, r
+        with lock:
+            ids.append(int(r.out.strip()))
+
+    def from_cli() -> None:
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(one_from_cli, range(runs // 2)))
+
+    async def from_api() -> None:
+        c = AsyncConjure(settings)
+        for _ in range(runs - runs // 2):
+            run = await c.run(cmd, cwd=cwd)
+            with lock:
+                ids.append(run.id)
+
+    async def wait_all() -> None:
+        c = AsyncConjure(settings, autostart=False)
+        states = [(await AsyncRun(c, n).wait()).state.value for n in ids]
+        assert states == ["Complete"] * runs, states
+
+    with RunningPrograms(settings) as programs:
+        t = threading.Thread(target=from_cli)
+        t.start()
+        asyncio.run(from_api())
+        t.join()
+        assert len(set(ids)) == runs, ids
+        asyncio.run(wait_all())
+    return ids, programs.peak
 
 
 def stack_env(home: Path, **extra: str) -> dict[str, str]:
