@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     console_bind: str = "127.0.0.1"  # off loopback, every request needs console_token
     console_token: str = ""  # empty off loopback: one is generated, kept and printed
 
+    # The warm CLI: the stack's fork server that runs `conjure` commands with everything
+    # already imported ($CONJURE_HOME/run/cli.sock; cli/warm.py). false: every command
+    # starts cold in its own process.
+    warm_cli: bool = True
+
     # Object store: a local directory by default (file://$CONJURE_HOME/store), or
     # s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
     store_url: str = ""

@@ -1,7 +1,7 @@
 """The embedded stack: Temporal dev server, control worker, local machines and the
 web console.
 
-`conjure up` starts them in the background, bound to 127.0.0.1 (the console to
+`conjure up` starts them (and the warm CLI's fork server, cli/warm_server.py) in the background, bound to 127.0.0.1 (the console to
 `console_bind`), with their pid files and logs in `$CONJURE_HOME/run/`; `conjure
 down` stops them. The dev server keeps its SQLite database in
 `$CONJURE_HOME/temporal.db`, so runs outlive a restart.
@@ -141,7 +141,26 @@ async def up(settings: Settings) -> UpReport:
     if n:
         report.started.append(f"{n} local machine agent(s)")
     start_console(settings, report)
+    if start_warm_cli(settings):
+        report.started.append("warm CLI")
+    elif _running(settings, "cli"):
+        report.already.append("warm CLI")
     return report
+
+
+# The warm CLI: a fork server that has imported what `conjure` commands need
+# (cli/warm_server.py); started by command line only, like every process of the stack.
+WARM_CLI_COMMAND = ["-m", "conjure.cli.main", "warm-server"]
+
+
+def start_warm_cli(settings: Settings) -> bool:
+    """Start the warm CLI unless it runs or warm_cli is off; True if it was started. Not
+    waited for: until its socket exists, commands run in their own process."""
+    if not settings.warm_cli or _running(settings, "cli"):
+        return False
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    _spawn(settings, "cli", [sys.executable, *WARM_CLI_COMMAND])
+    return True
 
 
 def _console_reachable(settings: Settings) -> bool:
@@ -191,11 +210,11 @@ def down(settings: Settings) -> list[str]:
     n = local.stop_all_agents(settings)
     if n:
         stopped.append(f"{n} local machine agent(s)")
-    for name in ("console", "worker", "temporal"):
+    for name in ("cli", "console", "worker", "temporal"):
         pid = _running(settings, name)
         if pid:
             stop_pid(pid, timeout=15)
-            stopped.append(name)
+            stopped.append("warm CLI" if name == "cli" else name)
         _pidfile(settings, name).unlink(missing_ok=True)
     return stopped
 
@@ -214,6 +233,7 @@ async def ensure_up(settings: Settings) -> UpReport | None:
         return None
     if is_up(settings):
         local.start_stopped_agents(settings)  # a machine's agent restarts like a service
+        start_warm_cli(settings)  # e.g. after it ended because the code changed
         if settings.console_port and not _running(settings, "console"):
             report = UpReport()
             start_console(settings, report)

@@ -53,11 +53,32 @@ def test_run_loads_only_its_own_command_module() -> None:
     mods = _modules_after("run", "--help")
     commands = {m for m in mods if m.startswith("conjure.cli.commands.")}
     assert commands == {
+        "conjure.cli.commands.root",  # the root group
         "conjure.cli.commands.common",
         "conjure.cli.commands.flags",
         "conjure.cli.commands.run",
     }
     assert "conjure.worker_agent.commands" not in mods
+
+
+def test_the_entry_point_imports_only_the_standard_library() -> None:
+    """cli/main.py and the warm CLI's client (cli/warm.py) run before any command: they
+    load neither click nor anything of the commands', so a warm command costs only the
+    interpreter's start."""
+    code = (
+        "import json, sys\n"
+        "before = set(sys.modules)\n"
+        "import conjure.cli.main\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    new = set(json.loads(proc.stdout))
+    assert {m for m in new if m.startswith("conjure")} == {
+        "conjure", "conjure.cli", "conjure.cli.main", "conjure.cli.warm",
+    }  # fmt: skip
+    assert [lib for lib in (*HEAVY, "click") if _loaded(new, lib)] == []
 
 
 def test_every_command_is_in_the_lazy_table() -> None:
