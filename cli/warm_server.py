@@ -96,7 +96,7 @@ class Server:
         self.children: dict[int, socket.socket] = {}
         self.stopping = False
         self.wake_r, self.wake_w = os.pipe()
-        self.stdio = (sys.stdout.encoding, sys.stdout.errors)
+        self.stdio = (sys.stdout.encoding, sys.stdout.errors or "strict")
         self.served = 0
 
     # Start ------------------------------------------------------------------------------
@@ -170,12 +170,13 @@ class Server:
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(s, self._stop)
         signal.set_wakeup_fd(self.wake_w)
+        listening = self.listener.fileno()
         while not self.stopping:
-            ready, _, _ = select.select([self.listener, self.wake_r], [], [], 5.0)
+            ready, _, _ = select.select([listening, self.wake_r], [], [], 5.0)
             if self.wake_r in ready:
                 os.read(self.wake_r, 4096)
                 self.reap()
-            if self.listener in ready:
+            if listening in ready:
                 try:
                     conn, _ = self.listener.accept()
                 except OSError:
@@ -350,9 +351,9 @@ class Server:
                 write_through=unbuffered and mode == "w",
             )  # fmt: skip
 
-        sys.stdin = sys.__stdin__ = text(0, "r", False, errors)
-        sys.stdout = sys.__stdout__ = text(1, "w", os.isatty(1), errors)
-        sys.stderr = sys.__stderr__ = text(2, "w", True, "backslashreplace")
+        sys.stdin = sys.__stdin__ = text(0, "r", False, errors)  # type: ignore[misc]
+        sys.stdout = sys.__stdout__ = text(1, "w", os.isatty(1), errors)  # type: ignore[misc]
+        sys.stderr = sys.__stderr__ = text(2, "w", True, "backslashreplace")  # type: ignore[misc]
 
 
 def _nothing(signum: int, _frame: Any) -> None:
