@@ -7,7 +7,12 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -112,6 +117,25 @@ class AsyncRun:
             reason = f": {st.reason}" if st.reason else ""
             raise RunFailedError(f"run {self.id} {st.state.value}{reason}", st)
         return st
+
+    async def wait_final(self, poll: float = 0.1) -> RunStatus:
+        """The status as soon as the run's state is final, before its machine's clean-up
+        has run (`conjure stop/kill --wait`; `wait()` returns once the workflow has
+        closed). One update that the workflow answers when it sets the state; where that
+        cannot be had (a worker older than the update, a closed or terminated workflow),
+        the status is read every `poll` seconds."""
+        handle = await self._handle()
+        try:
+            st = await handle.execute_update(RunWorkflow.final_status)
+            if st.state.final:
+                return st
+        except (RPCError, WorkflowUpdateFailedError):
+            pass  # closed, or its worker knows no such update: the status says
+        while True:
+            st = await self.status()
+            if st.state.final:
+                return st
+            await asyncio.sleep(poll)
 
     async def wait_status(self, *states: RunState | str, poll: float = 0.5) -> RunStatus:
         """Wait until the run is in (or has passed through) one of `states`, e.g.

@@ -66,6 +66,10 @@ EXECUTE_ATTEMPTS = 10
 # Once the run's files are saved (or it was killed), the machine goes back to the pool
 # while its workspace is cleaned, not after: one workflow task fewer before the run ends.
 RELEASE_WITH_CLEANUP_PATCH = "run-release-with-cleanup"
+# A stopped or killed run is final as soon as its program has ended (and, stopped, its
+# files are saved): the state is set in the workflow task that starts the workspace's
+# clean-up and gives the machine back, not in the one after them.
+FINAL_BEFORE_CLEANUP_PATCH = "run-final-before-cleanup"
 
 
 class _Interrupted(Exception):
@@ -97,12 +101,20 @@ class RunWorkflow(RunInbox):
         self._push: workflow.ActivityHandle[PushResult] | None = None
         self.halt_acted = False  # a stop/kill reached the run before its command ended
         self._released = False  # this attempt's machine went back to the pool already
+        self._finished = False  # the final state is set (maybe before the clean-up)
         self.run_status.stop_conditions = [c.describe() for c in inp.stop_conditions]
 
     # --- messages -------------------------------------------------------------------
 
     @workflow.query
     def status(self) -> RunStatus:
+        return self.run_status
+
+    @workflow.update
+    async def final_status(self) -> RunStatus:
+        """The status once the state is final (`conjure stop/kill --wait`): it answers in
+        the workflow task that sets it, with no polling; at once for a final run."""
+        await workflow.wait_condition(lambda: self.run_status.state.final)
         return self.run_status
 
     # --- the run --------------------------------------------------------------------
@@ -354,15 +366,14 @@ class RunWorkflow(RunInbox):
             )
             self.run_status.exit_code = result.exit_code
             if self.kill_requested and self.halt_acted:
-                await self._cleanup_and_release(run_id)
-                return RunState.KILLED, self._note_halt(killed=True)
+                return await self._halted_end(RunState.KILLED, self._note_halt(killed=True))
 
             await self._save(prepared)
             self._set_state(RunState.PUSHING)
             await self._await_push()
-            await self._cleanup_and_release(run_id)
             if self.halt_acted:
-                return RunState.STOPPED, self._note_halt(killed=False)
+                return await self._halted_end(RunState.STOPPED, self._note_halt(killed=False))
+            await self._cleanup_and_release(run_id)
             if result.exit_code == 0:
                 return RunState.COMPLETE, ""
             return RunState.FAILED, self._explain_exit(result)
@@ -539,10 +550,30 @@ class RunWorkflow(RunInbox):
     async def _halt_before_running(self, prepared: PrepareResult | None) -> tuple[RunState, str]:
         self.halt_acted = True
         where = self.run_status.state.value
+        final = RunState.KILLED if self.kill_requested else RunState.STOPPED
+        if workflow.patched(FINAL_BEFORE_CLEANUP_PATCH):
+            reason = f"{self._note_halt(killed=final == RunState.KILLED)} in {where}"
+            return await self._halted_end(final, reason)
         await self._cleanup(self.inp.run_id)
         if self.kill_requested:
             return RunState.KILLED, f"{self._note_halt(killed=True)} in {where}"
         return RunState.STOPPED, f"{self._note_halt(killed=False)} in {where}"
+
+    async def _halted_end(self, final: RunState, reason: str) -> tuple[RunState, str]:
+        """A stopped or killed run's last steps on its machine: killed, its container has
+        ended; stopped, its files are saved too. So it is final now, and its workspace is
+        cleaned and its machine given back after (in the same workflow task). A clean-up
+        that fails then leaves the final state as it is: the run's outcome was decided."""
+        if not workflow.patched(FINAL_BEFORE_CLEANUP_PATCH):
+            await self._cleanup_and_release(self.inp.run_id)
+            return final, reason
+        self._finish(final, reason)
+        try:
+            await self._cleanup_and_release(self.inp.run_id)
+        except ActivityError as e:
+            workflow.logger.warning("run %s: the clean-up after it ended failed: %s",
+                                    self.inp.run_id, _cause(e))  # fmt: skip
+        return final, reason
 
     def _note_halt(self, killed: bool | None = None) -> str:
         """Who stopped or killed the run, kept in the status; returns the final reason."""
@@ -568,6 +599,9 @@ class RunWorkflow(RunInbox):
         workflow.upsert_search_attributes([keys.STATE.value_set(state.value)])
 
     def _finish(self, state: RunState, reason: str) -> RunStatus:
+        if self._finished:  # set before the clean-up already (FINAL_BEFORE_CLEANUP_PATCH)
+            return self.run_status
+        self._finished = True
         self.run_status.reason = reason
         if self.run_status.exit_code is not None and workflow.patched("run-exit-code-memo"):
             workflow.upsert_memo({keys.EXIT_CODE_MEMO: self.run_status.exit_code})

@@ -11,16 +11,7 @@ import click
 from conjure.cli.commands.common import api, info
 
 if TYPE_CHECKING:
-    from conjure.cli.runs import AsyncRun
     from conjure.workflows.models import RunStatus
-
-
-async def _wait_final(run: AsyncRun) -> RunStatus:
-    while True:
-        st = await run.status()
-        if st.state.final:
-            return st
-        await asyncio.sleep(0.3)
 
 
 def _report(st: RunStatus) -> None:
@@ -56,7 +47,7 @@ def stop(run_id: int, grace: float | None, wait: bool) -> None:
         )
         info(f"✨ Stopping run {run_id} ({how})")
         if wait:
-            _report(await _wait_final(run))
+            _report(await run.wait_final())
 
     asyncio.run(go())
 
@@ -74,7 +65,7 @@ def kill(run_id: int, wait: bool) -> None:
         before = await run.kill()
         info(f"✨ Killing run {run_id} (it was {before.state.value})")
         if wait:
-            _report(await _wait_final(run))
+            _report(await run.wait_final())
 
     asyncio.run(go())
 

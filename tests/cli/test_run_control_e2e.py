@@ -16,14 +16,18 @@ from pathlib import Path
 
 import docker
 import pytest
+from temporalio.client import WorkflowUpdateHandle, WorkflowUpdateStage
 
 from conjure import AsyncConjure, AsyncRun
 from conjure.infra.config import Settings, get_settings
 from conjure.infra.providers import local
 from conjure.infra.providers.local import MACHINE_LABEL
+from conjure.workflows.models import RunStatus
+from conjure.workflows.run import RunWorkflow
 from tests.cli.test_run_e2e import git, run_id_of, status
 from tests.cli.test_ui_truth_e2e import listed_ids
 from tests.conftest import conjure
+from tests.workflows.test_replay import assert_final_before_cleanup, history_names
 
 TRAIN = """\
 import signal, sys, time
@@ -85,6 +89,31 @@ async def wait_logged(run_id: int, text: str, timeout: float = 120) -> None:
     raise AssertionError(f"{text!r} never appeared in the log of run {run_id}")
 
 
+async def history(run_id: int) -> list[str]:
+    """The closed run's history as names (tests/workflows/test_replay.py)."""
+    run = AsyncRun(api(), run_id)
+    await run.wait()
+    handle = (await api().client()).get_workflow_handle(run.workflow_id)
+    return history_names([e async for e in handle.fetch_history_events()])
+
+
+async def waiting(run_id: int) -> WorkflowUpdateHandle[RunStatus]:
+    """A `final_status` update (what `--wait` sends), accepted before the stop or kill."""
+    handle = (await api().client()).get_workflow_handle(AsyncRun(api(), run_id).workflow_id)
+    return await handle.start_update(
+        RunWorkflow.final_status, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+    )
+
+
+def assert_nothing_left(settings: Settings, st: dict) -> None:
+    """The run's container, volumes and folder on its machine are gone."""
+    labels = [f"org.conjure.run={st['run_id']}", f"{MACHINE_LABEL}={st['machine_id']}"]
+    engine = docker.from_env()
+    assert not engine.containers.list(all=True, filters={"label": labels})
+    assert not engine.volumes.list(filters={"label": labels})
+    assert not (settings.machines_dir / st["machine_id"] / "runs" / str(st["run_id"])).exists()
+
+
 def outputs(run_id: int) -> list[str]:
     r = conjure("ls", f"runs/{run_id}", "--json")
     return [e["path"].split("/", 2)[2] for e in json.loads(r.out)] if r.code == 0 else []
@@ -142,12 +171,20 @@ async def test_stop_grace_runs_out_then_sigkill(conjure_stack: Settings, tmp_pat
     )  # fmt: skip
     await wait_for(n, lambda s: s.state.value == "Running")
     await asyncio.sleep(1)
+    waiter = await waiting(n)
     r = conjure("stop", "--wait", "--grace", "1", str(n))
     assert r.code == 0, r
     assert "is Stopped" in r.err
+    assert (await waiter.result()).state.value == "Stopped"
     st = status(n)
     assert st["exit_code"] == 137  # the grace period ran out: SIGKILL
     assert "count.txt" in outputs(n)
+    # Stopped once its files were saved, before the clean-up; saved once.
+    names = await history(n)
+    assert names.count("completed:save_outputs") == 1, names
+    assert names.index("completed:save_outputs") < names.index("state:Stopped"), names
+    assert_final_before_cleanup(names, "Stopped")
+    assert_nothing_left(conjure_stack, st)
 
 
 async def test_kill_saves_nothing_and_releases_the_machine(
@@ -156,13 +193,19 @@ async def test_kill_saves_nothing_and_releases_the_machine(
     repo = project(tmp_path)
     n = start_background("python3 train.py", repo)
     await wait_logged(n, "epoch 2")
+    waiter = await waiting(n)
     r = conjure("kill", "--wait", str(n))
     assert r.code == 0, r
+    assert (await waiter.result()).state.value == "Killed"
     st = status(n)
     assert st["state"] == "Killed" and st["exit_code"] == 137
     states = [c["state"] for c in st["timeline"]]
     assert "Saving" not in states and "Pushing" not in states
     assert outputs(n) == []
+    names = await history(n)
+    assert names.index("completed:execute") < names.index("state:Killed"), names
+    assert_final_before_cleanup(names, "Killed")
+    assert_nothing_left(conjure_stack, st)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # released: idle again, ready for the next run
         machines = json.loads(conjure("machines", "--json").out)

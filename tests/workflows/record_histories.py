@@ -11,7 +11,8 @@ or record only some groups, leaving the other committed histories as they are:
 
 (`ui`: a run that closes as a failed workflow, and a run workflow terminated from
 outside and reaped; `release`: a complete and a killed run that give their machine back
-while the workspace is cleaned.)
+while the workspace is cleaned; `final`: a killed and a stopped run that are final before
+their clean-up, each answering a waiting `final_status` update.)
 """
 
 from __future__ import annotations
@@ -68,6 +69,23 @@ async def release_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, str]]
         ("run_complete_release_with_cleanup", keys.run_workflow_id(complete.id)),
         ("run_killed_release_with_cleanup", keys.run_workflow_id(killed.id)),
     ]
+
+
+async def final_histories(c: AsyncConjure, cwd: Path) -> list[tuple[str, str]]:
+    """A killed and a stopped run, final before the workspace is cleaned and the machine
+    given back (workflow.patched("run-final-before-cleanup")), each answering the
+    `final_status` update that `conjure kill/stop --wait` sends."""
+    out = []
+    for verb, final in (("kill", "Killed"), ("stop", "Stopped")):
+        run = await c.run("trap 'exit 0' TERM; sleep 60 & wait", cwd=cwd)
+        while (await run.status()).state.value != "Running":
+            await asyncio.sleep(0.2)
+        await (run.kill() if verb == "kill" else run.stop())
+        st = await run.wait_final()
+        assert st.state.value == final, st
+        await run.wait()
+        out.append((f"run_{final.lower()}_final_before_cleanup", keys.run_workflow_id(run.id)))
+    return out
 
 
 HYPER_TRAIN = """\
@@ -128,6 +146,7 @@ async def main() -> None:
         "resume": resume_histories,
         "ui": ui_histories,
         "release": release_histories,
+        "final": final_histories,
     }
     if sys.argv[1:]:
         for group in sys.argv[1:]:
