@@ -102,6 +102,10 @@ class RunWorkflow(RunInbox):
         self.halt_acted = False  # a stop/kill reached the run before its command ended
         self._released = False  # this attempt's machine went back to the pool already
         self._finished = False  # the final state is set (maybe before the clean-up)
+        # What the run notes about an attempt before its final state (auto-resume's record
+        # of it); set per attempt by _run, called once (True: called).
+        self._before_final: Callable[[RunState, str], None] | None = None
+        self._attempt_noted = False
         self.run_status.stop_conditions = [c.describe() for c in inp.stop_conditions]
 
     # --- messages -------------------------------------------------------------------
@@ -197,6 +201,9 @@ class RunWorkflow(RunInbox):
 
             lease = self.lease
             self._released = False
+            self._attempt_noted = False
+            if resumable:
+                self._before_final = self._attempt_noter(attempt, lease, machine_type)
             self.run_status.machine_id = lease.machine_id
             self.run_status.reused_machine = lease.reused
             self._cost_mark(leased=True)
@@ -210,7 +217,8 @@ class RunWorkflow(RunInbox):
                 if not self._released:
                     await self._release(healthy)
             if resumable:
-                self._note_attempt(attempt, lease, machine_type, final, reason)
+                if not self._attempt_noted:
+                    self._note_attempt(attempt, lease, machine_type, final, reason)
                 if (
                     final == RunState.INTERRUPTED
                     and attempt < inp.spec.auto_resume
@@ -227,8 +235,18 @@ class RunWorkflow(RunInbox):
                     reason += f" (attempt {attempt} of {inp.spec.auto_resume}: no more attempts)"
             return self._finish(final, reason)
 
-    async def _release(self, healthy: bool) -> None:
-        """Give this attempt's machine back to the pool (once)."""
+    def _attempt_noter(
+        self, attempt: int, lease: Lease, machine_type: MachineType
+    ) -> Callable[[RunState, str], None]:
+        def note(final: RunState, reason: str) -> None:
+            self._attempt_noted = True
+            self._note_attempt(attempt, lease, machine_type, final, reason)
+
+        return note
+
+    async def _release(self, healthy: bool, *, marked: bool = False) -> None:
+        """Give this attempt's machine back to the pool (once). marked: its time on the
+        machine was ended already (_halted_end)."""
         assert self.lease is not None
         self._released = True
         await workflow.get_external_workflow_handle(self.inp.pool_workflow_id).signal(
@@ -240,9 +258,10 @@ class RunWorkflow(RunInbox):
                 image=self.run_status.image,
             ),
         )
-        self._cost_mark(leased=False)
+        if not marked:
+            self._cost_mark(leased=False)
 
-    async def _cleanup_and_release(self, run_id: int) -> None:
+    async def _cleanup_and_release(self, run_id: int, *, marked: bool = False) -> None:
         """The last steps on the machine once its outcome is known: the workspace is
         cleaned (only this run's container, volumes and folder) while the machine is
         already given back, in one workflow task instead of two. A cleanup error still
@@ -251,7 +270,9 @@ class RunWorkflow(RunInbox):
             await self._cleanup(run_id)
             return
         results = await asyncio.gather(
-            self._cleanup(run_id), self._release(healthy=True), return_exceptions=True
+            self._cleanup(run_id),
+            self._release(healthy=True, marked=marked),
+            return_exceptions=True,
         )
         for r in results:
             if isinstance(r, BaseException):
@@ -567,9 +588,14 @@ class RunWorkflow(RunInbox):
         if not workflow.patched(FINAL_BEFORE_CLEANUP_PATCH):
             await self._cleanup_and_release(self.inp.run_id)
             return final, reason
+        # Everything the final status says is set first: the machine's time (and cost)
+        # ends now, as it is given back below; an auto-resumed run's attempt is noted.
+        self._cost_mark(leased=False)
+        if self._before_final is not None:
+            self._before_final(final, reason)
         self._finish(final, reason)
         try:
-            await self._cleanup_and_release(self.inp.run_id)
+            await self._cleanup_and_release(self.inp.run_id, marked=True)
         except ActivityError as e:
             workflow.logger.warning("run %s: the clean-up after it ended failed: %s",
                                     self.inp.run_id, _cause(e))  # fmt: skip
