@@ -145,9 +145,9 @@ async def _measure(settings, work: str, repeats: int, heartbeat: float | None) -
             goal="≤ grace + 0.5 s (the command takes none of its grace)"),
         Row("`conjure kill --wait N` → says Killed (whole process)", "s", rows["conjure kill"],
             rows["docker kill"], "`docker kill` + `docker wait`", goal="≤ 0.5 s"),
-        Row("the run workflow: stop signal → Stopped (history event times)", "s",
+        Row("the run workflow, stop signal → Stopped (history event times)", "s",
             rows["wf stop"], rows["docker stop"], "`docker stop` + `docker wait`"),
-        Row("the run workflow: kill signal → Killed (history event times)", "s",
+        Row("the run workflow, kill signal → Killed (history event times)", "s",
             rows["wf kill"], rows["docker kill"], "`docker kill` + `docker wait`"),
     ]  # fmt: skip
     if heartbeat:
