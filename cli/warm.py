@@ -157,6 +157,7 @@ def run_warm(argv: list[str]) -> int | None:
     if not os.path.exists(path):
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    got: list[int] = []
     try:
         sock.settimeout(CONNECT_TIMEOUT)
         sock.connect(path)
@@ -167,17 +168,18 @@ def run_warm(argv: list[str]) -> int | None:
             sock.close()  # refused, or a child that never said hello: it ends on EOF
             return None
         child = reply["pid"]
+        _forward_signals(child, got)  # before "go": no ^C can fall between the two
         send(sock, {"go": True})
     except (OSError, ValueError):
         sock.close()
         return None
-    return _follow(sock, child)
+    except KeyboardInterrupt:  # ^C before the command began: nothing ran, nothing to say
+        sock.close()
+        return 130
+    return _follow(sock, got)
 
 
-def _follow(sock: socket.socket, child: int) -> int:
-    """Forward signals to the child until it reports how it ended; that is our end."""
-    got: list[int] = []
-
+def _forward_signals(child: int, got: list[int]) -> None:
     def forward(signum: int, _frame: Any) -> None:
         got.append(signum)
         try:
@@ -187,6 +189,10 @@ def _follow(sock: socket.socket, child: int) -> int:
 
     for signum in FORWARDED:
         signal.signal(signum, forward)
+
+
+def _follow(sock: socket.socket, got: list[int]) -> int:
+    """Wait, signals going on to the child, until it reports how it ended: our end."""
     sock.settimeout(None)
     while True:
         try:

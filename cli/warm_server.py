@@ -317,10 +317,10 @@ class Server:
             from conjure.cli.commands.root import _main
 
             code = _main(prog_name=req["prog_name"])
-        except BaseException:
+        except BaseException as e:
             if not said_hello:
                 os._exit(1)  # the client falls back: the command never ran
-            code = 1
+            code = 130 if isinstance(e, KeyboardInterrupt) else 1
         done.set()
         for stream in (sys.stdout, sys.stderr):
             try:

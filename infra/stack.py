@@ -140,12 +140,45 @@ async def up(settings: Settings) -> UpReport:
     n = local.start_stopped_agents(settings)
     if n:
         report.started.append(f"{n} local machine agent(s)")
-    start_console(settings, report)
-    if start_warm_cli(settings):
+    if start_warm_cli(settings):  # first: it imports while the console starts
         report.started.append("warm CLI")
     elif _running(settings, "cli"):
         report.already.append("warm CLI")
+    start_console(settings, report)
+    if {"temporal", "worker"} & set(report.started) and not await _wait_for_worker(settings):
+        log = settings.run_dir / "worker.log"
+        report.problems.append(f"the control worker does not poll Temporal yet; see {log}")
     return report
+
+
+async def _wait_for_worker(settings: Settings, timeout: float = 20.0) -> bool:
+    """Until the control worker polls its task queue on this server: a (re)started server
+    answers every query "no poller" until then, so a command right after `conjure up`
+    (`conjure logs -f N`) would report no worker."""
+    from datetime import timedelta
+
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    client = await make_client(settings, timeout=2)
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=settings.control_task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            resp = await client.workflow_service.describe_task_queue(
+                request, timeout=timedelta(seconds=2)
+            )
+            if resp.pollers:
+                return True
+        except Exception:  # the server is still settling
+            pass
+        await asyncio.sleep(0.1)
+    return False
 
 
 # The warm CLI: a fork server that has imported what `conjure` commands need

@@ -164,9 +164,27 @@ def stop_stack(settings: Settings) -> None:
         stack.down(settings)
 
 
+def warm_cli_ready(settings: Settings, timeout: float = 60) -> int:
+    """The warm CLI's pid once its socket accepts (started as the stack starts it, if it
+    is not running), so the test's `conjure` calls go through it (cli/warm.py)."""
+    stack.start_warm_cli(settings)
+    path = str(settings.run_dir / "cli.sock")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(path)
+            return int((settings.run_dir / "cli.pid").read_text())
+        except OSError:
+            time.sleep(0.05)
+    log = (settings.run_dir / "cli.log").read_text()
+    raise AssertionError(f"the warm CLI did not start:\n{log}")
+
+
 @contextmanager
 def running_stack(env: dict[str, str]) -> Iterator[Settings]:
-    """A stack with these CONJURE_* settings, exported for the test's `conjure` calls.
+    """A stack with these CONJURE_* settings, exported for the test's `conjure` calls,
+    which its warm CLI serves (unless CONJURE_WARM_CLI=0).
 
     Whatever happens (a failed start included), the stack is stopped and the process
     environment restored, so one stack's trouble never leaks into the next tests.
@@ -176,6 +194,8 @@ def running_stack(env: dict[str, str]) -> Iterator[Settings]:
     settings = get_settings()
     try:
         asyncio.run(stack.up(settings))
+        if settings.warm_cli:
+            warm_cli_ready(settings)
         yield settings
     finally:
         try:

@@ -222,6 +222,8 @@ def test_ctrl_c_detaches_without_stopping(conjure_stack: Settings, tmp_path: Pat
     seen += err
     assert proc.returncode == 130, seen
     assert "Detached" in seen and "Traceback" not in seen
+    # It went through the warm CLI: ^C was passed on to the child that ran the command.
+    assert f"client pid {proc.pid}: `run` served" in (conjure_stack.run_dir / "cli.log").read_text()
     n = run_id_of(seen)
     w = conjure("logs", "-f", str(n))
     assert w.code == 0

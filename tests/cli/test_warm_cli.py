@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -17,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from conjure.cli import warm
-from conjure.infra import stack
 from conjure.infra.config import Settings
 from conjure.infra.processes import pid_alive
-from tests.conftest import CONJURE, Result
+from tests.conftest import CONJURE, Result, warm_cli_ready
 
 COLD = {"CONJURE_WARM_CLI": "0"}
 
@@ -31,21 +29,6 @@ def _log(settings: Settings) -> str:
 
 def _server_pid(settings: Settings) -> int:
     return int((settings.run_dir / "cli.pid").read_text())
-
-
-def warm_ready(settings: Settings, timeout: float = 60) -> int:
-    """The fork server's pid once it accepts (started as the stack starts it, if gone)."""
-    stack.start_warm_cli(settings)
-    path = warm.socket_path(str(settings.home))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(path)
-            return _server_pid(settings)
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"the warm CLI did not start:\n{_log(settings)}")
 
 
 def call(
@@ -71,7 +54,7 @@ def served_warm(settings: Settings, client_pid: int) -> bool:
 
 @pytest.fixture
 def warm_stack(conjure_stack: Settings) -> Settings:
-    warm_ready(conjure_stack)
+    warm_cli_ready(conjure_stack)
     return conjure_stack
 
 
@@ -131,7 +114,7 @@ def test_dead_server_and_stale_code_fall_back(warm_stack: Settings) -> None:
     assert Path(warm.socket_path(str(warm_stack.home))).exists()
     r, pid = call("ls", "--json", "--limit", "1")
     assert r.code == 0 and not served_warm(warm_stack, pid), r
-    new = warm_ready(warm_stack)
+    new = warm_cli_ready(warm_stack)
     assert new != old
     # A module the server loaded changes on disk: it refuses (the call falls back and
     # gives the right answer) and ends; the next start serves the new code.
@@ -148,7 +131,7 @@ def test_dead_server_and_stale_code_fall_back(warm_stack: Settings) -> None:
         assert not pid_alive(new)
     finally:
         os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert warm_ready(warm_stack) != new
+    assert warm_cli_ready(warm_stack) != new
 
 
 def test_client_killed_leaves_no_child(warm_stack: Settings, tmp_path: Path) -> None:
@@ -172,3 +155,22 @@ def test_client_killed_leaves_no_child(warm_stack: Settings, tmp_path: Path) -> 
     assert not pid_alive(child)
     r, _ = call("kill", run_id.group(1))  # the run itself goes on, as after a cold client
     assert r.code == 0, r
+
+
+def test_off_switch_and_what_runs_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CONJURE_WARM_CLI wins over config.toml's warm_cli; the stack's own commands and
+    the fast ones never go to the server."""
+    monkeypatch.setenv("CONJURE_HOME", str(tmp_path))
+    monkeypatch.delenv("CONJURE_WARM_CLI", raising=False)
+    assert warm.enabled()
+    (tmp_path / "config.toml").write_text("warm_cli = false\n")
+    assert not warm.enabled()
+    monkeypatch.setenv("CONJURE_WARM_CLI", "1")
+    assert warm.enabled()
+    monkeypatch.setenv("CONJURE_WARM_CLI", "0")
+    assert not warm.enabled()
+    assert warm.wanted(["conjure", "run", "echo hi"])
+    for argv in (["up"], ["down"], ["worker"], ["console"], ["--help"], ["run", "-h"], []):
+        assert not warm.wanted(["conjure", *argv]), argv
