@@ -191,6 +191,8 @@ def start_warm_cli(settings: Settings) -> bool:
     waited for: until its socket exists, commands run in their own process."""
     if not settings.warm_cli or _running(settings, "cli"):
         return False
+    if len(os.fsencode(settings.run_dir / "cli.sock")) >= 108:  # AF_UNIX's limit
+        return False
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     _spawn(settings, "cli", [sys.executable, *WARM_CLI_COMMAND])
     return True
