@@ -62,6 +62,9 @@ def test_run_starts_the_stack_then_up_down_up_keeps_runs(
     assert f"console: {console}" in again.err
     down = conjure("down", env=own_stack)
     assert down.code == 0 and "temporal" in down.err and "console" in down.err
+    assert (
+        "warm CLI" in down.err and not (Path(own_stack["CONJURE_HOME"]) / "run/cli.sock").exists()
+    )
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{console}/api/runs", timeout=5)
     up = conjure("up", env=own_stack)
