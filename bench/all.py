@@ -10,7 +10,7 @@ free ports and stops it (every machine included) when done. `--readme` replaces 
 table between the `bench:begin`/`bench:end` markers of README.md with this output.
 
 Parts: startup (conjure --help), run (warm and new machine), control (stop, kill),
-logs (follow latency), ls (10,000 runs), store (local small files), s3 (large
+logs (follow latency), ls (10,000 runs, seeded in about 4 minutes), store (local small files), s3 (large
 upload), throughput (60 runs at limit 4), lease (pool lease rate, 1/2/4 shards),
 cost (history events and actions per run: a second table, no baseline).
 """
@@ -76,7 +76,7 @@ def main() -> None:
             if "logs" in parts:
                 done([log_follow.measure(settings, work, 20 if q else 40, 3 if q else 5)])
             if "ls" in parts:  # last: it leaves thousands of open workflows behind
-                done([ls_scale.measure(settings, work, 1000 if q else 10_000, reps)])
+                done(ls_scale.measure(settings, work, 10_000, reps))
     if "store" in parts or "s3" in parts:
         with tempfile.TemporaryDirectory(prefix="conjure-bench-") as tmp:
             if "store" in parts:
