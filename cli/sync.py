@@ -133,6 +133,10 @@ class Run:
     def wait_status(self, *states: RunState | str) -> RunStatus:
         return self._c._sync(self._inner.wait_status(*states))
 
+    def wait_final(self) -> RunStatus:
+        """The status once the state is final, before the machine's clean-up."""
+        return self._c._sync(self._inner.wait_final())
+
     def diff(self) -> bytes | None:
         return self._c._sync(self._inner.diff())
 
