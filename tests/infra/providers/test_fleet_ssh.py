@@ -213,8 +213,11 @@ def test_unplugged_host_interrupts_its_run_and_comes_back(fleet: Fleet, tmp_path
         [("HEARTBEAT", [1], False)],
     ), outcomes
     deadline = time.monotonic() + 180
-    while "unhealthy" in line and time.monotonic() < deadline:
-        time.sleep(2)  # the reconciler probes unhealthy hosts; this one answers again
+    # Read the moment the run became Interrupted, the host may still show its machine in
+    # use (the pool has not yet taken the release), then unhealthy until the reconciler's
+    # probe finds it answering again.
+    while line.split()[-1] != "free" and time.monotonic() < deadline:
+        time.sleep(2)
         line = host_line(fleet, host)
     assert line.split()[-1] == "free", line
     # It serves again: with the other hosts taken, the next runs reach it too.
