@@ -81,6 +81,14 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
+async def _within_quick(query: asyncio.Future[T], started: float) -> T:
+    """The query's answer, bounded by QUICK from `started` (the loop's time) as a whole,
+    TimeoutError past it: its rpc_timeout bounds one call, and the client retries some
+    failures with another."""
+    left = started + QUICK.total_seconds() + 0.1 - asyncio.get_running_loop().time()
+    return await asyncio.wait_for(query, timeout=max(left, 0.0))
+
+
 async def _alive(client: Client, task_queue: str) -> int:
     try:
         return await recent_pollers(client, task_queue)
@@ -115,6 +123,7 @@ async def query_with_liveness(
         f"{QUICK.total_seconds():g} s (busy, or gone); this is the state the run's "
         "history records, possibly stale"
     )
+    started = asyncio.get_running_loop().time()
     query = asyncio.ensure_future(ask(QUICK))
     history: asyncio.Future[tuple[T, bool]] | None = None
 
@@ -141,7 +150,9 @@ async def query_with_liveness(
             read_history()
             pollers = asyncio.ensure_future(_alive(client, task_queue))
         try:
-            return await query
+            return await _within_quick(query, started)
+        except TimeoutError:
+            pass  # as the query's own deadline: the client may retry a call past it
         except RPCError as e:
             if _no_poller(e):
                 return await without_worker()
@@ -188,13 +199,16 @@ async def query_or_none(
     """The query's answer, or None when no worker answers quickly (for listings that
     can go without it, such as queue places in `conjure ls`). With `client` and
     `task_queue`: None as soon as EARLY has passed and no worker polls `task_queue`."""
+    started = asyncio.get_running_loop().time()
     query = asyncio.ensure_future(ask(QUICK))
     try:
         if client is not None:
             await asyncio.wait({query}, timeout=EARLY)
             if not query.done() and not await _alive(client, task_queue):
                 return None
-        return await query
+        return await _within_quick(query, started)
+    except TimeoutError:
+        return None
     except RPCError as e:
         if e.status == RPCStatusCode.CANCELLED:
             _raise_if_cancelling()
