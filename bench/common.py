@@ -139,3 +139,25 @@ def load_note() -> str:
     """What else this machine was doing: the load average and the busiest processes."""
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+async def start_seeded(client, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    """client.start_workflow(**kwargs) of a seeded workflow (one no worker runs),
+    retried: a dev server this busy now and then times out or says its namespace is
+    not found, and the same start again is a no-op if the first landed (the id
+    conflict policy USE_EXISTING)."""
+    import asyncio
+
+    from temporalio.common import WorkflowIDConflictPolicy
+    from temporalio.service import RPCError
+
+    for attempt in range(30):
+        try:
+            await client.start_workflow(
+                "RunWorkflow", **kwargs, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING
+            )
+            return
+        except RPCError:
+            if attempt == 29:
+                raise
+            await asyncio.sleep(0.5)

@@ -34,7 +34,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import free_port, wait_for_starts
+from common import free_port, start_seeded, wait_for_starts
 
 CONJURE = str(Path(sys.executable).parent / "conjure")
 
@@ -43,9 +43,7 @@ async def populate(address: str, runs: int) -> float:
     from temporalio.common import (
         SearchAttributePair,
         TypedSearchAttributes,
-        WorkflowIDConflictPolicy,
     )
-    from temporalio.service import RPCError
 
     from conjure.workflows import keys
 
@@ -70,20 +68,9 @@ async def populate(address: str, runs: int) -> float:
             ]
         )
         async with sem:
-            for attempt in range(30):
-                try:
-                    await client.start_workflow(
-                        "RunWorkflow", id=f"run-{i}", task_queue="bench-nobody-polls",
-                        search_attributes=attrs,
-                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                    )  # fmt: skip
-                    return
-                except RPCError:
-                    # A dev server this busy now and then says its namespace is not
-                    # found, or times out: the same start again is a no-op if it landed.
-                    if attempt == 29:
-                        raise
-                    await asyncio.sleep(0.5)
+            await start_seeded(
+                client, id=f"run-{i}", task_queue="bench-nobody-polls", search_attributes=attrs
+            )
 
     await asyncio.gather(*(one(i) for i in range(1, runs + 1)))
     made = time.monotonic() - t0

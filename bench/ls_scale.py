@@ -24,7 +24,7 @@ import os
 import time
 from datetime import datetime, timedelta, timezone
 
-from common import CONJURE, TEMPORAL, Row, bench_stack, markdown, timed
+from common import CONJURE, TEMPORAL, Row, bench_stack, markdown, start_seeded, timed
 
 # What the seeded runs say, in turn: final states with their exit codes (most runs in a
 # namespace this size have ended), and the newest few Running.
@@ -42,9 +42,7 @@ async def seed(runs: int, first_id: int = 100_000, concurrency: int = 64) -> flo
     from temporalio.common import (
         SearchAttributePair,
         TypedSearchAttributes,
-        WorkflowIDConflictPolicy,
     )
-    from temporalio.service import RPCError
 
     from conjure import AsyncConjure
     from conjure.workflows import cost, keys
@@ -68,20 +66,10 @@ async def seed(runs: int, first_id: int = 100_000, concurrency: int = 64) -> flo
             SearchAttributePair(keys.COMMAND, f"python train.py --lr 0.{i % 9 + 1} --seed {i}"),
         ])  # fmt: skip
         async with sem:
-            for attempt in range(30):
-                try:
-                    await client.start_workflow(
-                        "RunWorkflow", {"bench": True}, id=keys.run_workflow_id(run_id),
-                        task_queue="conjure-bench-nobody", memo=memo, search_attributes=attrs,
-                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                    )  # fmt: skip
-                    return
-                except RPCError:
-                    # A busy dev server now and then times out: the same start again is
-                    # a no-op if it landed.
-                    if attempt == 29:
-                        raise
-                    await asyncio.sleep(0.5)
+            await start_seeded(
+                client, arg={"bench": True}, id=keys.run_workflow_id(run_id),
+                task_queue="conjure-bench-nobody", memo=memo, search_attributes=attrs,
+            )  # fmt: skip
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(runs)))
