@@ -1,9 +1,9 @@
 """The embedded stack: Temporal dev server, control worker, local machines and the
 web console.
 
-`conjure up` starts them (and the warm CLI's fork server, cli/warm_server.py) in the background, bound to 127.0.0.1 (the console to
-`console_bind`), with their pid files and logs in `$CONJURE_HOME/run/`; `conjure
-down` stops them. The dev server keeps its SQLite database in
+`conjure up` starts them (and the warm CLI's fork server, cli/warm_server.py) in the
+background, bound to 127.0.0.1 (the console to `console_bind`), with their pid files
+and logs in `$CONJURE_HOME/run/`; `conjure down` stops them. The dev server keeps its SQLite database in
 `$CONJURE_HOME/temporal.db`, so runs outlive a restart.
 """
 
