@@ -17,13 +17,11 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from conjure.infra.errors import UnreachableError
+from conjure.infra.temporal import workflow_pollers
 
 T = TypeVar("T")
 
@@ -43,18 +41,11 @@ class NoControlWorker(UnreachableError):
 
 async def recent_pollers(client: Client, task_queue: str) -> int:
     """How many workers polled `task_queue` for workflow tasks lately (0: none)."""
-    resp = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        ),
-        timeout=QUICK,
-    )
+    pollers = await workflow_pollers(client, task_queue, QUICK)
     now = time.time()
     return sum(
         1
-        for p in resp.pollers
+        for p in pollers
         if p.HasField("last_access_time")
         and now - p.last_access_time.ToSeconds() < POLLER_FRESH_SECONDS
     )

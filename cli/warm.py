@@ -109,7 +109,8 @@ def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = N
         sock.sendall(frame)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+def recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    """n bytes, or None at end of stream."""
     buf = b""
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
@@ -121,10 +122,10 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 def recv(sock: socket.socket) -> dict[str, Any] | None:
     """The next message, or None at end of stream."""
-    head = _recv_exact(sock, 4)
+    head = recv_exact(sock, 4)
     if head is None:
         return None
-    body = _recv_exact(sock, struct.unpack(">I", head)[0])
+    body = recv_exact(sock, struct.unpack(">I", head)[0])
     if body is None:
         return None
     message = json.loads(body)

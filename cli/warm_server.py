@@ -385,11 +385,11 @@ def _watch_client(conn: socket.socket, done: threading.Event) -> None:
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
     if len(data) < 4:
-        data += _exact(conn, 4 - len(data))
+        data += _more(conn, 4 - len(data))
     size = struct.unpack(">I", data[:4])[0]
     body = data[4:]
     if len(body) < size:
-        body += _exact(conn, size - len(body))
+        body += _more(conn, size - len(body))
     import json
 
     req = json.loads(body)
@@ -398,14 +398,11 @@ def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return req, list(fds)
 
 
-def _exact(conn: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = conn.recv(n - len(buf))
-        if not chunk:
-            raise ValueError("short request")
-        buf += chunk
-    return buf
+def _more(conn: socket.socket, n: int) -> bytes:
+    rest = warm.recv_exact(conn, n)
+    if rest is None:
+        raise ValueError("short request")
+    return rest
 
 
 def _clear_caches() -> None:

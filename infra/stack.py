@@ -23,7 +23,7 @@ from conjure.infra.console_token import resolve_token
 from conjure.infra.errors import ConjureError
 from conjure.infra.processes import pid_alive, process_command, spawn, stop_pid
 from conjure.infra.providers import local
-from conjure.infra.temporal import ServerUnreachable, make_client
+from conjure.infra.temporal import ServerUnreachable, make_client, workflow_pollers
 from conjure.workflows.keys import SEARCH_ATTRIBUTES
 
 
@@ -157,23 +157,14 @@ async def _wait_for_worker(settings: Settings, timeout: float = 20.0) -> bool:
     (`conjure logs -f N`) would report no worker."""
     from datetime import timedelta
 
-    from temporalio.api.enums.v1 import TaskQueueType
-    from temporalio.api.taskqueue.v1 import TaskQueue
-    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-
     client = await make_client(settings, timeout=2)
-    request = DescribeTaskQueueRequest(
-        namespace=client.namespace,
-        task_queue=TaskQueue(name=settings.control_task_queue),
-        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            resp = await client.workflow_service.describe_task_queue(
-                request, timeout=timedelta(seconds=2)
+            pollers = await workflow_pollers(
+                client, settings.control_task_queue, timedelta(seconds=2)
             )
-            if resp.pollers:
+            if pollers:
                 return True
         except Exception:  # the server is still settling
             pass

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import PollerInfo, TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -43,3 +48,19 @@ async def make_client(settings: Settings, *, timeout: float = 10.0) -> Client:
         raise ServerUnreachable(
             f"cannot reach the Temporal server at {settings.address}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from None
+
+
+async def workflow_pollers(
+    client: Client, task_queue: str, timeout: timedelta
+) -> Sequence[PollerInfo]:
+    """The workers the server has seen polling `task_queue` for workflow tasks (each with
+    its last access time)."""
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        ),
+        timeout=timeout,
+    )
+    return resp.pollers
